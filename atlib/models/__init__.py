@@ -1,0 +1,55 @@
+"""Every model returns ``(logits, group_outputs)`` and exposes ``group_channels`` (channels of each group output).
+
+``build_model(name)`` turns an architecture name into a model; names are what configurations and the CLI use:
+
+- ``wrn-<depth>-<width>``: WRN-d-k (``wrn-16-1``, ``wrn-16-2``, ``wrn-40-1``, ``wrn-40-2``, ...)
+- ``nin-thin`` / ``nin-wide``, optionally suffixed ``-nobn`` (no batch norm) and/or ``-norelu`` (no ReLU before
+  pooling), e.g. ``nin-thin-nobn`` (Table 3 student), ``nin-wide-norelu`` (Table 3 activation-AT teacher)
+- ``resnet-18`` / ``resnet-34``
+"""
+
+from __future__ import annotations
+
+import re
+
+from torch import nn
+
+from .nin import NIN, NIN_THIN_WIDTHS, NIN_WIDE_WIDTHS, nin
+from .resnet import GroupedResNet, resnet
+from .wrn import WideResNet, wrn
+
+__all__ = ["wrn", "nin", "resnet", "build_model", "parse_model_name", "count_parameters",
+           "WideResNet", "NIN", "GroupedResNet", "NIN_THIN_WIDTHS", "NIN_WIDE_WIDTHS"]
+
+_WRN = re.compile(r"^wrn-(\d+)-(\d+)$")
+_NIN = re.compile(r"^nin-(thin|wide)((?:-nobn|-norelu)*)$")
+_RESNET = re.compile(r"^resnet-(\d+)$")
+
+
+def parse_model_name(name: str) -> tuple[str, dict]:
+    """``"wrn-16-2"`` -> ``("wrn", {"depth": 16, "width": 2})``; ValueError naming the name if unknown."""
+    if not isinstance(name, str):
+        raise ValueError(f"architecture name must be a string, got {name!r}")
+    if m := _WRN.match(name):
+        return "wrn", {"depth": int(m.group(1)), "width": int(m.group(2))}
+    if m := _NIN.match(name):
+        flags = m.group(2)
+        return "nin", {"variant": m.group(1), "batch_norm": "-nobn" not in flags,
+                       "relu_before_pool": "-norelu" not in flags}
+    if m := _RESNET.match(name):
+        return "resnet", {"depth": int(m.group(1))}
+    raise ValueError(f"unknown architecture {name!r}; expected wrn-<depth>-<width>, nin-thin|wide[-nobn][-norelu] "
+                     f"or resnet-18|34")
+
+
+def build_model(name: str, num_classes: int = 10, init: str = "authors") -> nn.Module:
+    family, kwargs = parse_model_name(name)
+    if family == "resnet":
+        return resnet(num_classes=num_classes, **kwargs)
+    builder = {"wrn": wrn, "nin": nin}[family]
+    return builder(num_classes=num_classes, init=init, **kwargs)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Trainable parameters (BN running statistics are buffers and not counted)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,240 @@
+"""A training objective is a weighted set of named loss terms.
+
+A method of the paper is data, e.g. AT+KD is ``{"kd": {"T": 4, "alpha": 0.9}, "at": {"beta": 1000}}``:
+
+    objective = build_objective({"ce": {}, "at": {"beta": 1000, "p": 2}}, student, teacher)
+    out = objective(student, teacher, x, labels)
+    out.total.backward()          # = sum of out.terms (each already weighted)
+    out.terms                     # {"ce": ..., "at": ...}
+    out.details                   # {"at/g1": ..., "at/g2": ..., "at/g3": ...} per-group AT values (1-based names)
+
+Every term accepts an optional ``weight`` (default 1). Term names: see ``TERMS``. Terms share one student forward
+and, when needed, one input-gradient computation per batch (``BatchContext``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from . import losses
+
+
+class BatchContext:
+    """Lazily computed, shared quantities of one training batch."""
+
+    def __init__(self, student: nn.Module, teacher: nn.Module | None, x: torch.Tensor, labels: torch.Tensor,
+                 student_input_grad: bool):
+        self.student, self.teacher, self.x, self.labels = student, teacher, x, labels
+        self._cache: dict[str, Any] = {}
+        if student_input_grad:
+            grad, logits, groups = losses.input_gradient(student, x, labels, create_graph=True)
+            self._cache["student"] = (logits, groups)
+            self._cache["student_input_grad"] = grad
+        else:
+            self._cache["student"] = student(x)
+
+    @property
+    def student_out(self):
+        return self._cache["student"]
+
+    @property
+    def student_input_grad(self) -> torch.Tensor:
+        return self._cache["student_input_grad"]
+
+    @property
+    def teacher_out(self):
+        if "teacher" not in self._cache:
+            with torch.no_grad():
+                self._cache["teacher"] = self.teacher(self.x)
+        return self._cache["teacher"]
+
+    @property
+    def teacher_input_grad(self) -> torch.Tensor:
+        if "teacher_input_grad" not in self._cache:
+            grad, _, _ = losses.input_gradient(self.teacher, self.x, self.labels, create_graph=False)
+            self._cache["teacher_input_grad"] = grad.detach()
+        return self._cache["teacher_input_grad"]
+
+
+class Term(nn.Module):
+    """One named loss term. ``forward(ctx)`` returns a scalar, or ``(scalar, {detail_name: scalar})``."""
+
+    needs_teacher = False
+    needs_student_input_grad = False
+
+
+class CrossEntropyTerm(Term):
+    """The task loss L_task."""
+
+    def forward(self, ctx: BatchContext):
+        return losses.cross_entropy(ctx.student_out[0], ctx.labels)
+
+
+class KnowledgeDistillationTerm(Term):
+    """``losses.kd_loss`` (includes its own (1 - alpha) cross-entropy: do not add "ce" beside it)."""
+
+    needs_teacher = True
+
+    def __init__(self, T: float = 4.0, alpha: float = 0.9):
+        super().__init__()
+        losses.kd_loss(torch.zeros(1, 2), torch.zeros(1, 2), torch.zeros(1, dtype=torch.long), T, alpha)  # validate
+        self.T, self.alpha = T, alpha
+
+    def forward(self, ctx: BatchContext):
+        return losses.kd_loss(ctx.student_out[0], ctx.teacher_out[0], ctx.labels, self.T, self.alpha)
+
+
+class AttentionTransferTerm(Term):
+    """``losses.at_loss`` on the group outputs; details hold each pair's value as ``g1``, ``g2``, ..."""
+
+    needs_teacher = True
+
+    def __init__(self, beta: float = 1000.0, p: float = 2, kind: str = "sum", groups=None, form: str = "code"):
+        super().__init__()
+        losses.at_pair_losses([torch.ones(1, 1, 1, 1)], [torch.ones(1, 1, 1, 1)], beta, p, kind, None, form)
+        self.beta, self.p, self.kind, self.form = beta, p, kind, form
+        self.groups = None if groups is None else [int(g) for g in groups]
+
+    def forward(self, ctx: BatchContext):
+        pairs = losses.at_pair_losses(ctx.student_out[1], ctx.teacher_out[1], self.beta, self.p, self.kind,
+                                      self.groups, self.form)
+        return sum(pairs.values()), {f"g{g + 1}": v for g, v in pairs.items()}
+
+
+class ActivationTransferTerm(Term):
+    """F-ActT (``losses.ActivationTransfer``); its adapters are trainable parameters of the objective."""
+
+    needs_teacher = True
+
+    def __init__(self, student_channels, teacher_channels, beta: float = 1000.0, groups=None):
+        super().__init__()
+        self.transfer = losses.ActivationTransfer(student_channels, teacher_channels, beta, groups)
+
+    def forward(self, ctx: BatchContext):
+        pairs = self.transfer.pair_losses(ctx.student_out[1], ctx.teacher_out[1])
+        return sum(pairs.values()), {f"g{g + 1}": v for g, v in pairs.items()}
+
+
+class GradientAttentionTransferTerm(Term):
+    """Gradient-based AT: ``losses.gradient_at_loss`` between student and teacher input gradients."""
+
+    needs_teacher = True
+    needs_student_input_grad = True
+
+    def __init__(self, beta: float = 1.0):
+        super().__init__()
+        losses._check_weight("beta", beta)
+        self.beta = beta
+
+    def forward(self, ctx: BatchContext):
+        return losses.gradient_at_loss(ctx.student_input_grad, ctx.teacher_input_grad, self.beta)
+
+
+class SymmetryNormTerm(Term):
+    """Symmetry norm: ``losses.symmetry_loss`` (one more student forward/backward on the flipped batch)."""
+
+    needs_student_input_grad = True
+
+    def __init__(self, beta: float = 1.0):
+        super().__init__()
+        losses._check_weight("beta", beta)
+        self.beta = beta
+
+    def forward(self, ctx: BatchContext):
+        flipped, _, _ = losses.input_gradient(ctx.student, torch.flip(ctx.x, dims=[-1]), ctx.labels,
+                                              create_graph=True)
+        return losses.symmetry_loss(ctx.student_input_grad, flipped, self.beta)
+
+
+class MinL2Term(Term):
+    """min-l2: ``losses.min_l2_loss`` of the student's input gradient."""
+
+    needs_student_input_grad = True
+
+    def __init__(self, beta: float = 1.0):
+        super().__init__()
+        losses._check_weight("beta", beta)
+        self.beta = beta
+
+    def forward(self, ctx: BatchContext):
+        return losses.min_l2_loss(ctx.student_input_grad, self.beta)
+
+
+TERMS: dict[str, type[Term]] = {
+    "ce": CrossEntropyTerm,
+    "kd": KnowledgeDistillationTerm,
+    "at": AttentionTransferTerm,
+    "fact": ActivationTransferTerm,
+    "grad_at": GradientAttentionTransferTerm,
+    "symmetry": SymmetryNormTerm,
+    "min_l2": MinL2Term,
+}
+
+
+@dataclass
+class ObjectiveOutput:
+    logits: torch.Tensor
+    total: torch.Tensor
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
+    details: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Objective(nn.Module):
+    """Weighted sum of named terms; ``forward`` returns an ``ObjectiveOutput``."""
+
+    def __init__(self, terms: Mapping[str, Term], weights: Mapping[str, float]):
+        super().__init__()
+        if not terms:
+            raise ValueError("an objective needs at least one loss term")
+        self.terms = nn.ModuleDict(dict(terms))
+        self.weights = dict(weights)
+
+    @property
+    def needs_teacher(self) -> bool:
+        return any(t.needs_teacher for t in self.terms.values())
+
+    def forward(self, student: nn.Module, teacher: nn.Module | None, x: torch.Tensor,
+                labels: torch.Tensor) -> ObjectiveOutput:
+        if self.needs_teacher and teacher is None:
+            raise ValueError(f"terms {[n for n, t in self.terms.items() if t.needs_teacher]} need a teacher")
+        needs_grad = any(t.needs_student_input_grad for t in self.terms.values())
+        ctx = BatchContext(student, teacher, x, labels, student_input_grad=needs_grad)
+        values, details = {}, {}
+        for name, term in self.terms.items():
+            result = term(ctx)
+            value, extra = result if isinstance(result, tuple) else (result, {})
+            values[name] = self.weights[name] * value
+            details.update({f"{name}/{k}": self.weights[name] * v for k, v in extra.items()})
+        return ObjectiveOutput(ctx.student_out[0], sum(values.values()), values, details)
+
+
+def build_objective(spec: Mapping[str, Mapping[str, Any]], student: nn.Module | None = None,
+                    teacher: nn.Module | None = None) -> Objective:
+    """Objective from ``{term_name: {option: value, "weight": w}}``. F-ActT reads ``group_channels`` of the models."""
+    if not isinstance(spec, Mapping) or not spec:
+        raise ValueError(f"a method must be a non-empty mapping of loss terms, got {spec!r}")
+    terms, weights = {}, {}
+    for name, options in spec.items():
+        if name not in TERMS:
+            raise ValueError(f"unknown loss term {name!r}; expected one of {sorted(TERMS)}")
+        options = dict(options or {})
+        weight = options.pop("weight", 1.0)
+        losses._check_weight(f"{name} weight", weight)
+        cls = TERMS[name]
+        if cls is ActivationTransferTerm:
+            if student is None or teacher is None:
+                raise ValueError("the 'fact' term needs the student and teacher models (for their channel counts)")
+            options = {"student_channels": student.group_channels, "teacher_channels": teacher.group_channels,
+                       **options}
+        allowed = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        unknown = sorted(set(options) - allowed)
+        if unknown:
+            raise ValueError(f"unknown option(s) {unknown} for loss term {name!r}; expected some of {sorted(allowed)}")
+        terms[name] = cls(**options)
+        weights[name] = float(weight)
+    return Objective(terms, weights)

@@ -1,0 +1,24 @@
+"""Shared pytest fixtures."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _has_cifar(root) -> bool:
+    return bool(root) and (Path(root) / "cifar-10-batches-py").is_dir()
+
+
+@pytest.fixture(scope="session")
+def cifar_root() -> Path:
+    """Directory holding cifar-10-batches-py: $ATLIB_DATA, else <repo>/../shared/datasets; else skip."""
+    env = os.environ.get("ATLIB_DATA", "").strip()
+    if env and _has_cifar(env):
+        return Path(env)
+    shared = REPO_ROOT.parent / "shared" / "datasets"
+    if _has_cifar(shared):
+        return shared
+    pytest.skip("CIFAR-10 not available (set ATLIB_DATA to a directory holding cifar-10-batches-py)")
