@@ -213,28 +213,39 @@ class Objective(nn.Module):
         return ObjectiveOutput(ctx.student_out[0], sum(values.values()), values, details)
 
 
+def _make_term(name: str, options: Mapping[str, Any] | None, student_channels=None, teacher_channels=None):
+    """``(term, weight)`` from one entry of a spec; ValueError naming any bad name, option or value."""
+    if name not in TERMS:
+        raise ValueError(f"unknown loss term {name!r}; expected one of {sorted(TERMS)}")
+    options = dict(options or {})
+    weight = options.pop("weight", 1.0)
+    losses._check_weight(f"{name} weight", weight)
+    cls = TERMS[name]
+    allowed = set(inspect.signature(cls.__init__).parameters) - {"self", "student_channels", "teacher_channels"}
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for loss term {name!r}; expected some of {sorted(allowed)}")
+    if cls is ActivationTransferTerm:
+        options = {"student_channels": student_channels, "teacher_channels": teacher_channels, **options}
+    return cls(**options), float(weight)
+
+
+def validate_spec(spec: Mapping[str, Mapping[str, Any]]) -> None:
+    """Check a spec without models (F-ActT channel counts are checked when the objective is built)."""
+    if not isinstance(spec, Mapping) or not spec:
+        raise ValueError(f"a method must be a non-empty mapping of loss terms, got {spec!r}")
+    for name, options in spec.items():
+        _make_term(name, options, [1], [1])
+
+
 def build_objective(spec: Mapping[str, Mapping[str, Any]], student: nn.Module | None = None,
                     teacher: nn.Module | None = None) -> Objective:
     """Objective from ``{term_name: {option: value, "weight": w}}``. F-ActT reads ``group_channels`` of the models."""
-    if not isinstance(spec, Mapping) or not spec:
-        raise ValueError(f"a method must be a non-empty mapping of loss terms, got {spec!r}")
+    validate_spec(spec)
     terms, weights = {}, {}
     for name, options in spec.items():
-        if name not in TERMS:
-            raise ValueError(f"unknown loss term {name!r}; expected one of {sorted(TERMS)}")
-        options = dict(options or {})
-        weight = options.pop("weight", 1.0)
-        losses._check_weight(f"{name} weight", weight)
-        cls = TERMS[name]
-        if cls is ActivationTransferTerm:
-            if student is None or teacher is None:
-                raise ValueError("the 'fact' term needs the student and teacher models (for their channel counts)")
-            options = {"student_channels": student.group_channels, "teacher_channels": teacher.group_channels,
-                       **options}
-        allowed = set(inspect.signature(cls.__init__).parameters) - {"self"}
-        unknown = sorted(set(options) - allowed)
-        if unknown:
-            raise ValueError(f"unknown option(s) {unknown} for loss term {name!r}; expected some of {sorted(allowed)}")
-        terms[name] = cls(**options)
-        weights[name] = float(weight)
+        if TERMS[name] is ActivationTransferTerm and (student is None or teacher is None):
+            raise ValueError("the 'fact' term needs the student and teacher models (for their channel counts)")
+        terms[name], weights[name] = _make_term(name, options, getattr(student, "group_channels", None),
+                                                getattr(teacher, "group_channels", None))
     return Objective(terms, weights)

@@ -377,6 +377,10 @@ class RunStore:
             raise StoreError(f"weights file {path} does not exist")
         return self._load_torch(path, "weights file", "")
 
+    def delete_checkpoint(self, run_id: str) -> None:
+        """Remove the resumable state of a finished run (record and weights are what it leaves)."""
+        self._path(run_id, CHECKPOINT_FILE).unlink(missing_ok=True)
+
     def delete_run_state(self, run_id: str) -> None:
         """Remove checkpoint, metrics, record and weights (and stray temp files); keep config."""
         d = self.run_dir(run_id)

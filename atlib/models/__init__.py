@@ -15,7 +15,7 @@ import re
 from torch import nn
 
 from .nin import NIN, NIN_THIN_WIDTHS, NIN_WIDE_WIDTHS, nin
-from .resnet import GroupedResNet, resnet
+from .resnet import RESNET_DEPTHS, GroupedResNet, resnet
 from .wrn import WideResNet, wrn
 
 __all__ = ["wrn", "nin", "resnet", "build_model", "parse_model_name", "count_parameters",
@@ -31,13 +31,22 @@ def parse_model_name(name: str) -> tuple[str, dict]:
     if not isinstance(name, str):
         raise ValueError(f"architecture name must be a string, got {name!r}")
     if m := _WRN.match(name):
-        return "wrn", {"depth": int(m.group(1)), "width": int(m.group(2))}
+        depth, width = int(m.group(1)), int(m.group(2))
+        if depth < 10 or (depth - 4) % 6:
+            raise ValueError(f"architecture {name!r}: WRN depth must be of the form 6n+4 (10, 16, 22, 28, 40, ...), "
+                             f"got {depth}")
+        if width <= 0:
+            raise ValueError(f"architecture {name!r}: WRN width must be a positive integer, got {width}")
+        return "wrn", {"depth": depth, "width": width}
     if m := _NIN.match(name):
         flags = m.group(2)
         return "nin", {"variant": m.group(1), "batch_norm": "-nobn" not in flags,
                        "relu_before_pool": "-norelu" not in flags}
     if m := _RESNET.match(name):
-        return "resnet", {"depth": int(m.group(1))}
+        depth = int(m.group(1))
+        if depth not in RESNET_DEPTHS:
+            raise ValueError(f"architecture {name!r}: ResNet depth must be one of {sorted(RESNET_DEPTHS)}")
+        return "resnet", {"depth": depth}
     raise ValueError(f"unknown architecture {name!r}; expected wrn-<depth>-<width>, nin-thin|wide[-nobn][-norelu] "
                      f"or resnet-18|34")
 

@@ -1,0 +1,118 @@
+"""Command line: ``python -m atlib train ...`` and ``python -m atlib runs``.
+
+Every user error (unknown architecture or method, missing teacher run, missing data, bad option value) exits with
+code 2 and one line naming the problem, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .config import ConfigError, RunConfig
+from .data import DataError
+from .engine import DEFAULT_RESULTS, TrainingError, train
+from .methods import METHODS, method_terms
+from .store import RunStore, StoreError
+
+USER_ERRORS = (ConfigError, DataError, StoreError, TrainingError, ValueError)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit code 2 (argparse's own convention)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _groups(text: str) -> list[int]:
+    """'1,3' (1-based, as the paper counts groups) -> [0, 2]."""
+    try:
+        groups = [int(g) - 1 for g in text.split(",") if g.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"groups must be comma-separated integers like 1,2,3, got {text!r}")
+    if not groups or min(groups) < 0:
+        raise argparse.ArgumentTypeError(f"groups are numbered from 1, got {text!r}")
+    return groups
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="atlib", description="Attention transfer (Zagoruyko & Komodakis, ICLR 2017) replication")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train one run (or return its record if finished; resume if interrupted)")
+    t.add_argument("--student", required=True, help="architecture: wrn-16-1, wrn-40-2, nin-thin, nin-wide-nobn, ...")
+    t.add_argument("--method", default="student", help=f"one of {', '.join(sorted(METHODS))} (default student)")
+    t.add_argument("--teacher", help="finished teacher run id (or unique prefix) in --results, or a weights file")
+    t.add_argument("--teacher-arch", help="teacher architecture, needed for a bare weights file")
+    t.add_argument("--epochs", type=int, default=200)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--beta", type=float, help="weight of the method's transfer term (AT default 1000)")
+    t.add_argument("--p", type=float, help="attention exponent p (AT default 2)")
+    t.add_argument("--kind", help="attention function: sum or max (AT default sum)")
+    t.add_argument("--groups", type=_groups, help="transfer at these groups only, numbered from 1, e.g. 2 or 1,3")
+    t.add_argument("--at-form", dest="form", help="AT convention: code (default, authors' code) or paper (Eq. 2)")
+    t.add_argument("--T", type=float, help="KD temperature (default 4)")
+    t.add_argument("--alpha", type=float, help="KD weight of the soft term (default 0.9)")
+    t.add_argument("--lr", type=float, default=0.1)
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--weight-decay", type=float, default=5e-4)
+    t.add_argument("--augment", default="crop+flip", help="crop+flip (authors), flip (Table 3) or none")
+    t.add_argument("--precision", default="fp32", help="fp32 (default) or bf16")
+    t.add_argument("--train-subset", type=int, help="train on the first N training images only")
+    t.add_argument("--data-root", help="directory holding cifar-10-batches-py (default $ATLIB_DATA, else ./data)")
+    t.add_argument("--sample", action="store_true", help="use the embedded CIFAR-10 sample instead of the full set")
+    t.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    t.add_argument("--results", default=DEFAULT_RESULTS, help="results directory (default ./results)")
+    t.add_argument("--restart", action="store_true", help="discard this run's checkpoint and records, train anew")
+    t.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+
+    r = sub.add_parser("runs", help="list stored runs with their status and final test error")
+    r.add_argument("--results", default=DEFAULT_RESULTS)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    terms = method_terms(args.method, beta=args.beta, p=args.p, kind=args.kind, groups=args.groups,
+                         form=args.form, T=args.T, alpha=args.alpha)
+    return RunConfig(
+        student=args.student, method=args.method, terms=terms, teacher=args.teacher, teacher_arch=args.teacher_arch,
+        epochs=args.epochs, seed=args.seed, lr=args.lr, batch_size=args.batch_size, weight_decay=args.weight_decay,
+        augment=args.augment, precision=args.precision, train_subset=args.train_subset,
+        dataset="sample" if args.sample else "cifar10", data_root=args.data_root, device=args.device)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    if args.teacher is None and config.needs_teacher:
+        raise ConfigError(f"method {args.method!r} needs --teacher")
+    record = train(config, results=args.results, progress=not args.quiet, restart=args.restart,
+                   log=None if args.quiet else print)
+    print(f"{record['run_id']}\ttest error {record['test_error']:.2f}%")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    runs = RunStore(args.results).list_runs()
+    if not runs:
+        print(f"no runs in {args.results}")
+        return 0
+    width = max(len(r["run_id"]) for r in runs)
+    print(f"{'run id':<{width}}  {'status':<11}  {'epochs':>6}  test error")
+    for r in runs:
+        err = "-" if r["test_error"] is None else f"{r['test_error']:.2f}%"
+        print(f"{r['run_id']:<{width}}  {r['status']:<11}  {r['epochs']:>6}  {err}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "runs": cmd_runs}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except USER_ERRORS as e:
+        print(f"atlib {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"atlib {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130

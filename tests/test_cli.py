@@ -1,0 +1,114 @@
+"""CLI: bad input exits 2 with one line; a SIGKILLed run resumes to the same numbers; `runs` lists runs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from atlib.store import RunStore
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def atlib(*args, **kw):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "atlib", *args], capture_output=True, text=True, cwd=REPO,
+                          env=env, timeout=600, **kw)
+
+
+TINY = ["--sample", "--train-subset", "256", "--device", "cpu", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    proc = atlib("train", "--student", "wrn-10-2", "--epochs", "1", "--results", str(results), *TINY)
+    assert proc.returncode == 0, proc.stderr
+    return results, RunStore(results).list_runs()[0]["run_id"]
+
+
+BAD = [
+    (["train", "--student", "wrn-15-1"], "wrn-15-1"),
+    (["train", "--student", "resnet-50"], "resnet-50"),
+    (["train", "--student", "wrn-16-1", "--method", "attention"], "'attention'"),
+    (["train", "--student", "wrn-16-1", "--method", "at", "--teacher", "no-such-run"], "'no-such-run'"),
+    (["train", "--student", "wrn-16-1", "--method", "at"], "needs --teacher"),
+    (["train", "--student", "wrn-16-1", "--method", "at", "--teacher", "x", "--p", "0"], "p=0"),
+    (["train", "--student", "wrn-16-1", "--method", "at", "--teacher", "x", "--p", "-2"], "p=-2"),
+    (["train", "--student", "wrn-16-1", "--method", "at", "--teacher", "x", "--beta", "-1"], "beta=-1"),
+    (["train", "--student", "wrn-16-1", "--method", "at", "--teacher", "x", "--kind", "avg"], "'avg'"),
+    (["train", "--student", "wrn-16-1", "--method", "kd", "--teacher", "x", "--T", "0"], "T=0"),
+    (["train", "--student", "wrn-16-1", "--method", "kd", "--teacher", "x", "--alpha", "2"], "alpha=2"),
+    (["train", "--student", "wrn-16-1", "--epochs", "0"], "epochs=0"),
+    (["train", "--student", "wrn-16-1", "--epochs", "-3"], "epochs=-3"),
+    (["train", "--student", "wrn-16-1", "--data-root", "/no/such/dir", "--epochs", "1", "--device", "cpu"],
+     "/no/such/dir"),
+    (["train", "--student", "wrn-16-1", "--device", "tpu"], "'tpu'"),
+    (["train", "--student", "wrn-16-1", "--groups", "0"], "numbered from 1"),
+]
+
+
+@pytest.mark.parametrize("args,needle", BAD, ids=[" ".join(a[2:]) for a, _ in BAD])
+def test_bad_input_exits_2_with_one_line(args, needle, tmp_path):
+    proc = atlib(*args, "--results", str(tmp_path))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # nothing half-created
+
+
+def test_group_out_of_range_for_the_models(teacher):
+    results, teacher_id = teacher
+    proc = atlib("train", "--student", "wrn-10-1", "--method", "at", "--teacher", teacher_id, "--groups", "4",
+                 "--epochs", "1", "--results", str(results), *TINY)
+    assert proc.returncode == 2 and "group index 3 out of range" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _metrics(results, run_id):
+    rows = RunStore(results).read_metrics(run_id)
+    return [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for r in rows]
+
+
+def test_sigkill_then_resume_gives_identical_numbers(teacher, tmp_path):
+    results, teacher_id = teacher
+    weights = str(RunStore(results).run_dir(teacher_id) / "weights.pt")
+    args = ["train", "--student", "wrn-10-1", "--method", "at", "--teacher", weights, "--epochs", "3", *TINY]
+    clean = atlib(*args, "--results", str(tmp_path / "clean"))
+    assert clean.returncode == 0, clean.stderr
+    run_id = RunStore(tmp_path / "clean").list_runs()[0]["run_id"]
+
+    killed_dir = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "atlib", *args, "--results", str(killed_dir)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = killed_dir / "runs" / run_id / "checkpoint.pt"
+    deadline = time.time() + 300
+    while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    store = RunStore(killed_dir)
+    assert store.status(run_id) == "interrupted"
+    assert 1 <= len(store.read_metrics(run_id)) < 3
+
+    resumed = atlib(*args, "--results", str(killed_dir))
+    assert resumed.returncode == 0, resumed.stderr
+    assert _metrics(killed_dir, run_id) == _metrics(tmp_path / "clean", run_id)
+    assert store.read_record(run_id)["test_error"] == RunStore(tmp_path / "clean").read_record(run_id)["test_error"]
+
+
+def test_rerun_of_finished_run_and_runs_listing(teacher):
+    results, teacher_id = teacher
+    again = atlib("train", "--student", "wrn-10-2", "--epochs", "1", "--results", str(results), *TINY[:-1])
+    assert again.returncode == 0 and "not retrained" in again.stdout
+    listing = atlib("runs", "--results", str(results))
+    assert listing.returncode == 0
+    line = next(l for l in listing.stdout.splitlines() if l.startswith(teacher_id))
+    record = json.loads((RunStore(results).run_dir(teacher_id) / "record.json").read_text())
+    assert "finished" in line and f"{record['test_error']:.2f}%" in line

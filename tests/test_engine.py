@@ -1,0 +1,170 @@
+"""Engine: training on the embedded sample, records, resume, no retraining, divergence, corrupt checkpoints."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from atlib import engine
+from atlib.config import ConfigError, RunConfig, scaled_milestones
+from atlib.methods import method_terms
+from atlib.store import CorruptCheckpointError, RunStore
+
+
+def tiny(student="wrn-10-1", **kw):
+    base = dict(student=student, dataset="sample", epochs=2, train_subset=256, device="cpu")
+    base.update(kw)
+    return RunConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def teacher_results(tmp_path_factory):
+    root = tmp_path_factory.mktemp("results")
+    record = engine.train(tiny("wrn-10-2", epochs=1), results=root, progress=False, log=None)
+    return root, record["run_id"]
+
+
+def test_short_training_lowers_loss_and_beats_chance(tmp_path):
+    record = engine.train(RunConfig(student="wrn-16-1", dataset="sample", epochs=3, device="cpu"),
+                          results=tmp_path, progress=False, log=None)
+    metrics = RunStore(tmp_path).read_metrics(record["run_id"])
+    assert [m["epoch"] for m in metrics] == [1, 2, 3]
+    assert metrics[-1]["train_loss"] < metrics[0]["train_loss"]
+    assert record["test_error"] == metrics[-1]["test_error"] < 80.0  # chance is 90%
+
+
+def test_metrics_rows_carry_terms_groups_config_and_speed(teacher_results):
+    root, teacher = teacher_results
+    cfg = tiny(method="at", terms=method_terms("at"), teacher=teacher, epochs=1)
+    record = engine.train(cfg, results=root, progress=False, log=None)
+    store = RunStore(root)
+    (row,) = store.read_metrics(record["run_id"])
+    for key in ["epoch", "lr", "train_loss", "train_error", "test_loss", "test_error", "seconds", "images_per_s"]:
+        assert isinstance(row[key], (int, float)) and math.isfinite(row[key]), key
+    assert set(row["terms"]) == {"ce", "at"} and set(row["details"]) == {"at/g1", "at/g2", "at/g3"}
+    assert row["train_loss"] == pytest.approx(row["terms"]["ce"] + row["terms"]["at"], rel=1e-6)
+    assert row["config"]["teacher"] == teacher and row["config"]["teacher_arch"] == "wrn-10-2"
+    assert row["config"]["terms"]["at"] == {"beta": 1000.0, "p": 2, "kind": "sum"}
+    run_dir = store.run_dir(record["run_id"])
+    assert record["run_id"].startswith("wrn-10-1_at_from-wrn-10-2_s0-")
+    assert sorted(p.name for p in run_dir.iterdir()) == ["config.json", "metrics.jsonl", "record.json", "weights.pt"]
+    assert json.loads((run_dir / "config.json").read_text())["student"] == "wrn-10-1"
+
+
+def test_teacher_is_frozen_in_eval_mode(teacher_results):
+    root, teacher = teacher_results
+    cfg = tiny(method="kd", terms=method_terms("kd"), teacher=teacher[:12])  # a unique prefix works too
+    resolved, run_id, model = engine.prepare(cfg, RunStore(root))
+    assert resolved.teacher == teacher
+    assert not model.training and all(not p.requires_grad for p in model.parameters())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    engine.train(cfg, results=root, progress=False, log=None)
+    after = RunStore(root).load_weights(teacher)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_finished_run_is_not_retrained(tmp_path, monkeypatch):
+    cfg = tiny(epochs=1)
+    first = engine.train(cfg, results=tmp_path, progress=False, log=None)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("an epoch was run for a finished configuration")
+    monkeypatch.setattr(engine, "train_epoch", no_training)
+    again = engine.train(cfg, results=tmp_path, progress=False, log=None)
+    assert again == first
+    assert len(RunStore(tmp_path).read_metrics(first["run_id"])) == 1
+
+
+def test_in_process_resume_matches_uninterrupted(tmp_path, monkeypatch):
+    cfg = tiny(epochs=3)
+    full = engine.train(cfg, results=tmp_path / "a", progress=False, log=None)
+    real_epoch = engine.train_epoch
+    calls = {"n": 0}
+
+    def crash_on_third(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+    monkeypatch.setattr(engine, "train_epoch", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        engine.train(cfg, results=tmp_path / "b", progress=False, log=None)
+    store = RunStore(tmp_path / "b")
+    assert store.status(full["run_id"]) == "interrupted" and len(store.read_metrics(full["run_id"])) == 2
+    monkeypatch.setattr(engine, "train_epoch", real_epoch)
+    resumed = engine.train(cfg, results=tmp_path / "b", progress=False, log=None)
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for r in rows]
+    assert strip(store.read_metrics(full["run_id"])) == strip(RunStore(tmp_path / "a").read_metrics(full["run_id"]))
+    assert resumed["test_error"] == full["test_error"]
+    a, b = RunStore(tmp_path / "a").load_weights(full["run_id"]), store.load_weights(full["run_id"])
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_nan_loss_stops_with_message_and_keeps_records(tmp_path, monkeypatch):
+    from atlib import losses
+    real_ce = losses.cross_entropy
+    calls = {"n": 0}
+
+    def poisoned(logits, labels):
+        calls["n"] += 1
+        value = real_ce(logits, labels)
+        return value * float("nan") if calls["n"] > 2 else value  # 2 batches per epoch: epoch 2 diverges
+    monkeypatch.setattr(losses, "cross_entropy", poisoned)
+    cfg = tiny(epochs=3)
+    with pytest.raises(engine.TrainingError, match=r"diverged at epoch 2: non-finite training loss"):
+        engine.train(cfg, results=tmp_path, progress=False, log=None)
+    store = RunStore(tmp_path)
+    run_id = store.list_runs()[0]["run_id"]
+    assert [m["epoch"] for m in store.read_metrics(run_id)] == [1]
+    assert store.load_checkpoint(run_id)["epoch"] == 1
+
+
+def test_corrupt_checkpoint_is_reported_then_restart_discards_it(tmp_path, monkeypatch):
+    cfg = tiny(epochs=2)
+    real_epoch = engine.train_epoch
+    calls = {"n": 0}
+
+    def crash_on_second(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+    monkeypatch.setattr(engine, "train_epoch", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        engine.train(cfg, results=tmp_path, progress=False, log=None)
+    monkeypatch.setattr(engine, "train_epoch", real_epoch)
+    store = RunStore(tmp_path)
+    run_id = store.list_runs()[0]["run_id"]
+    ckpt = store.run_dir(run_id) / "checkpoint.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    with pytest.raises(CorruptCheckpointError, match="checkpoint.pt is corrupt or truncated"):
+        engine.train(cfg, results=tmp_path, progress=False, log=None)
+    assert ckpt.exists()  # reported, not silently retrained over
+    record = engine.train(cfg, results=tmp_path, progress=False, log=None, restart=True)
+    assert record["epochs"] == 2 and len(store.read_metrics(run_id)) == 2
+
+
+def test_teacher_weights_file_and_missing_teacher(teacher_results, tmp_path):
+    root, teacher = teacher_results
+    weights = RunStore(root).run_dir(teacher) / "weights.pt"
+    cfg = tiny(method="at", terms=method_terms("at"), teacher=str(weights), epochs=1)
+    resolved, run_id, model = engine.prepare(cfg, RunStore(tmp_path))
+    assert resolved.teacher_arch == "wrn-10-2"
+    with pytest.raises(engine.TrainingError, match="'no-such-run'"):
+        engine.prepare(tiny(method="at", terms=method_terms("at"), teacher="no-such-run"), RunStore(root))
+    with pytest.raises(engine.TrainingError, match="needs a teacher"):
+        engine.prepare(tiny(method="at", terms=method_terms("at")), RunStore(root))
+
+
+def test_schedule_and_config_identity():
+    assert scaled_milestones(200) == [60, 120, 160] and scaled_milestones(15) == [4, 9, 12]
+    cfg = RunConfig(student="wrn-16-1")
+    assert [cfg.lr_at(e) for e in (0, 59, 60, 120, 160, 199)] == pytest.approx([0.1, 0.1, 0.02, 0.004, 0.0008, 0.0008])
+    assert cfg.run_id() == RunConfig(student="wrn-16-1", device="cuda", data_root="/x").run_id()
+    assert cfg.run_id() != RunConfig(student="wrn-16-1", seed=1).run_id()
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg
+    for bad, match in [({"epochs": 0}, "epochs=0"), ({"precision": "fp8"}, "'fp8'"), ({"augment": "zca"}, "'zca'"),
+                       ({"terms": {"at": {"p": -1}}}, "p=-1"), ({"student": "wrn-16"}, "'wrn-16'")]:
+        with pytest.raises(ConfigError, match=match):
+            RunConfig(**{"student": "wrn-16-1", **bad})
