@@ -8,6 +8,8 @@ export ATLIB_DATA ?= $(if $(wildcard $(SHARED_DATA)/cifar-10-batches-py),$(SHARE
 
 .PHONY: setup test reproduce clean-venv
 
+PROFILE ?= quick
+
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH_PINS)
@@ -18,6 +20,9 @@ setup: $(VENV)/.installed
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+reproduce: setup
+	$(PY) -m atlib reproduce --profile $(PROFILE)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -13,6 +13,7 @@ from .config import ConfigError, RunConfig
 from .data import DataError
 from .engine import DEFAULT_RESULTS, TrainingError, train
 from .methods import METHODS, method_terms
+from .pipeline import PipelineError
 from .store import RunStore, StoreError
 
 USER_ERRORS = (ConfigError, DataError, StoreError, TrainingError, ValueError)
@@ -58,12 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--augment", default="crop+flip", help="crop+flip (authors), flip (Table 3) or none")
     t.add_argument("--precision", default="fp32", help="fp32 (default) or bf16")
     t.add_argument("--train-subset", type=int, help="train on the first N training images only")
+    t.add_argument("--test-subset", type=int, help="evaluate on the first N test images only")
     t.add_argument("--data-root", help="directory holding cifar-10-batches-py (default $ATLIB_DATA, else ./data)")
     t.add_argument("--sample", action="store_true", help="use the embedded CIFAR-10 sample instead of the full set")
     t.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     t.add_argument("--results", default=DEFAULT_RESULTS, help="results directory (default ./results)")
     t.add_argument("--restart", action="store_true", help="discard this run's checkpoint and records, train anew")
     t.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+
+    rp = sub.add_parser("reproduce", help="run the notebook sequence with papermill for a profile")
+    rp.add_argument("--profile", default="quick", help="quick (default), one-seed, paper, or a YAML file")
+    rp.add_argument("--only", nargs="+", help="run only the notebooks whose names start with these, e.g. 03 07")
+    rp.add_argument("--device", help="override the profile's device")
+    rp.add_argument("--data-root", help="override the profile's data root")
+    rp.add_argument("--results", dest="results_dir", help="override the profile's results directory")
 
     r = sub.add_parser("runs", help="list stored runs with their status and final test error")
     r.add_argument("--results", default=DEFAULT_RESULTS)
@@ -76,7 +85,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return RunConfig(
         student=args.student, method=args.method, terms=terms, teacher=args.teacher, teacher_arch=args.teacher_arch,
         epochs=args.epochs, seed=args.seed, lr=args.lr, batch_size=args.batch_size, weight_decay=args.weight_decay,
-        augment=args.augment, precision=args.precision, train_subset=args.train_subset,
+        augment=args.augment, precision=args.precision, train_subset=args.train_subset, test_subset=args.test_subset,
         dataset="sample" if args.sample else "cifar10", data_root=args.data_root, device=args.device)
 
 
@@ -103,7 +112,14 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "runs": cmd_runs}
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from .pipeline import run_sequence
+    run_sequence(args.profile, overrides={"device": args.device, "data_root": args.data_root,
+                                          "results_dir": args.results_dir}, only=args.only)
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "runs": cmd_runs, "reproduce": cmd_reproduce}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as e:
         print(f"atlib {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
+    except PipelineError as e:
+        print(f"atlib {args.command}: {' '.join(str(e).split())}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"atlib {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130

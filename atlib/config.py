@@ -54,6 +54,7 @@ class RunConfig:
     dataset: str = "cifar10"            # "cifar10" or "sample" (the embedded class-balanced sample)
     augment: str = "crop+flip"          # "crop+flip" (authors), "flip" (Table 3), "none"
     train_subset: int | None = None     # use only the first N training images (quick profiles and tests)
+    test_subset: int | None = None      # evaluate on the first N test images only (quick profiles and tests)
     init: str = "authors"
     eval_batch_size: int = 1000
     device: str = "auto"                # runtime: not part of the run id
@@ -68,8 +69,9 @@ class RunConfig:
         _positive_int("epochs", self.epochs)
         _positive_int("batch_size", self.batch_size)
         _positive_int("eval_batch_size", self.eval_batch_size)
-        if self.train_subset is not None:
-            _positive_int("train_subset", self.train_subset)
+        for name in ("train_subset", "test_subset"):
+            if getattr(self, name) is not None:
+                _positive_int(name, getattr(self, name))
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ConfigError(f"seed must be an integer, got seed={self.seed!r}")
         for name in ("lr", "lr_decay", "weight_decay", "momentum"):

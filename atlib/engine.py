@@ -107,6 +107,10 @@ def prepare(config: RunConfig, store: RunStore) -> tuple[RunConfig, str, nn.Modu
     return resolved, resolved.run_id(teacher_label=arch), teacher
 
 
+def _subset(data: ImageSet, n: int | None) -> ImageSet:
+    return data if n is None else ImageSet(data.images[:n], data.labels[:n], data.classes)
+
+
 def _autocast(device: torch.device, precision: str):
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
@@ -190,9 +194,7 @@ def train(config: RunConfig, results: str | Path = DEFAULT_RESULTS, progress: bo
         return store.read_record(run_id)
     device = resolve_device(config.device)
     train_set, test_set = load_dataset(config.dataset, config.data_root)
-    if config.train_subset is not None:
-        train_set = ImageSet(train_set.images[:config.train_subset], train_set.labels[:config.train_subset],
-                             train_set.classes)
+    train_set, test_set = _subset(train_set, config.train_subset), _subset(test_set, config.test_subset)
     train_set, test_set = to_device(train_set, device), to_device(test_set, device)
     if restart:
         store.delete_run_state(run_id)

@@ -1,0 +1,244 @@
+"""Tables and figures next to the paper's numbers, and the Markdown report that links them.
+
+- ``collect`` gathers every cell's run records (one row per cell and seed) from the results store.
+- ``summarize`` reduces seeds as the paper does: the median, with n and the spread (min..max), beside the paper's
+  value and the difference (ours - paper).
+- ``write_table`` writes ``tables/<name>.csv`` and ``tables/<name>.md``; the figure functions write PNGs.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; notebooks display the PNGs they wrote
+import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from .attention import attention_image  # noqa: E402
+from .data import ImageSet, normalize  # noqa: E402
+from .experiments import TABLE_TITLES, Cell, Settings, run_id_for  # noqa: E402
+from .models import build_model  # noqa: E402
+from .store import RunStore  # noqa: E402
+
+SUMMARY_COLUMNS = ["row", "column", "ours_median", "n", "ours_min", "ours_max", "paper", "ours_minus_paper"]
+
+
+def collect(cells: Iterable[Cell], settings: Settings) -> pd.DataFrame:
+    """One row per (cell, seed): the last-epoch test error of its run (NaN where the run has not finished)."""
+    store = RunStore(settings.root)
+    rows = []
+    for cell in cells:
+        for seed in settings.seeds:
+            run_id = run_id_for(cell, settings, seed)
+            record = store.read_record(run_id) if store.status(run_id) == "finished" else None
+            rows.append({"table": cell.table, "row": cell.row, "column": cell.column, "paper": cell.paper,
+                         "seed": seed, "run_id": run_id,
+                         "test_error": math.nan if record is None else record["test_error"]})
+    return pd.DataFrame(rows)
+
+
+def summarize(runs: pd.DataFrame) -> pd.DataFrame:
+    """Median over seeds with n, min and max, the paper's value and ours - paper, in the cells' order."""
+    out = []
+    for (row, column), group in runs.groupby(["row", "column"], sort=False):
+        errors = group["test_error"].dropna()
+        median = float(errors.median()) if len(errors) else math.nan
+        paper = group["paper"].iloc[0]
+        paper = math.nan if paper is None else float(paper)
+        out.append({"row": row, "column": column, "ours_median": median, "n": int(len(errors)),
+                    "ours_min": float(errors.min()) if len(errors) else math.nan,
+                    "ours_max": float(errors.max()) if len(errors) else math.nan,
+                    "paper": paper, "ours_minus_paper": median - paper})
+    return pd.DataFrame(out, columns=SUMMARY_COLUMNS)
+
+
+def _fmt(value, digits=2) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def markdown_table(summary: pd.DataFrame, title: str, note: str = "") -> str:
+    lines = [f"### {title}", ""]
+    if note:
+        lines += [f"*{note}*", ""]
+    lines += ["| row | column | ours (median) | n | spread (min..max) | paper | ours - paper |",
+              "|---|---|---|---|---|---|---|"]
+    for r in summary.itertuples(index=False):
+        spread = f"{_fmt(r.ours_min)}..{_fmt(r.ours_max)}" if r.n > 1 else "-"
+        diff = "-" if math.isnan(r.ours_minus_paper) else f"{r.ours_minus_paper:+.2f}"
+        lines.append(f"| {r.row} | {r.column} | {_fmt(r.ours_median)} | {r.n} | {spread} | {_fmt(r.paper)} | {diff} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(cells: Sequence[Cell], settings: Settings, name: str | None = None) -> tuple[pd.DataFrame, Path]:
+    """Summarize ``cells`` and write ``tables/<name>.csv`` (+ ``.md``); returns the summary and the CSV path."""
+    name = name or cells[0].table
+    summary = summarize(collect(cells, settings))
+    out = settings.root / "tables"
+    out.mkdir(parents=True, exist_ok=True)
+    summary.to_csv(out / f"{name}.csv", index=False)
+    (out / f"{name}.md").write_text(markdown_table(summary, TABLE_TITLES.get(name, name), settings.protocol_note()))
+    return summary, out / f"{name}.csv"
+
+
+# -- models and images ---------------------------------------------------------------------------------------------
+def load_trained(cell_or_run_id: Cell | str, settings: Settings, seed: int | None = None) -> torch.nn.Module:
+    """The final weights of a finished run (by cell and seed, or run id), as an eval-mode model on the CPU."""
+    store = RunStore(settings.root)
+    run_id = cell_or_run_id if isinstance(cell_or_run_id, str) else run_id_for(
+        cell_or_run_id, settings, settings.seeds[0] if seed is None else seed)
+    model = build_model(store.read_config(run_id)["student"], init="standard")
+    model.load_state_dict(store.load_weights(run_id))
+    return model.eval()
+
+
+def pick_images(data: ImageSet, count: int = 4, seed: int = 0) -> ImageSet:
+    """``count`` test images of different classes (deterministic)."""
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(data), generator=g)
+    chosen, classes = [], set()
+    for i in order.tolist():
+        if int(data.labels[i]) not in classes:
+            chosen.append(i)
+            classes.add(int(data.labels[i]))
+        if len(chosen) == count:
+            break
+    idx = torch.tensor(chosen)
+    return ImageSet(data.images[idx], data.labels[idx], data.classes)
+
+
+def _show_image(ax, image_uint8: torch.Tensor) -> None:
+    ax.imshow(image_uint8.permute(1, 2, 0).numpy())
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _show_map(ax, image_uint8, amap) -> None:
+    ax.imshow(image_uint8.permute(1, 2, 0).numpy(), alpha=1.0)
+    ax.imshow(amap.numpy(), cmap="jet", alpha=0.55, vmin=0, vmax=1)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _save(fig, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+# -- figures -------------------------------------------------------------------------------------------------------
+ATTENTION_FUNCTIONS = [("F_sum", 1, "sum"), ("F_sum^2", 2, "sum"), ("F_sum^4", 4, "sum"), ("F_max^2", 2, "max")]
+
+
+def figure_attention_functions(model: torch.nn.Module, images: ImageSet, path: Path,
+                               groups: Sequence[int] = (1, 2)) -> Path:
+    """Figure 4: attention maps of each image under F_sum, F_sum^2, F_sum^4, F_max^2 at the given (0-based)
+    groups (default: the mid- and top-level groups of a 3-group network)."""
+    with torch.no_grad():
+        _, outs = model(normalize(images.images))
+    n = len(images)
+    cols = 1 + len(groups) * len(ATTENTION_FUNCTIONS)
+    fig, axes = plt.subplots(n, cols, figsize=(1.6 * cols, 1.7 * n), squeeze=False)
+    for i in range(n):
+        _show_image(axes[i, 0], images.images[i])
+        axes[0, 0].set_title("image", fontsize=8)
+        c = 1
+        for g in groups:
+            for name, p, kind in ATTENTION_FUNCTIONS:
+                amap = attention_image(outs[g][i:i + 1], p=p, kind=kind, size=tuple(images.images.shape[-2:]))[0]
+                _show_map(axes[i, c], images.images[i], amap)
+                axes[0, c].set_title(f"group {g + 1}\n{name}", fontsize=8)
+                c += 1
+    return _save(fig, path)
+
+
+def figure_attention_comparison(models: dict[str, torch.nn.Module], images: ImageSet, path: Path,
+                                group: int = -1, p: float = 2) -> Path:
+    """Figure 6 style: the same images' attention maps (F_sum^p of ``group``) under each named model."""
+    maps = {}
+    with torch.no_grad():
+        for name, model in models.items():
+            _, outs = model(normalize(images.images))
+            maps[name] = attention_image(outs[group], p=p, size=tuple(images.images.shape[-2:]))
+    n = len(images)
+    fig, axes = plt.subplots(n, 1 + len(models), figsize=(1.8 * (1 + len(models)), 1.8 * n), squeeze=False)
+    for i in range(n):
+        _show_image(axes[i, 0], images.images[i])
+        for c, name in enumerate(models, start=1):
+            _show_map(axes[i, c], images.images[i], maps[name][i])
+            axes[0, c].set_title(name, fontsize=9)
+    axes[0, 0].set_title("image", fontsize=9)
+    return _save(fig, path)
+
+
+def figure_training_curves(curves: dict[str, Sequence[dict]], path: Path, title: str = "") -> Path:
+    """Figure 7b: train (dashed) and test (solid) error vs epoch for each named run's metrics rows."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, (name, rows) in enumerate(curves.items()):
+        epochs = [r["epoch"] for r in rows]
+        color = f"C{i}"
+        ax.plot(epochs, [r["train_error"] for r in rows], "--", color=color, label=f"{name} (train)")
+        ax.plot(epochs, [r["test_error"] for r in rows], "-", color=color, linewidth=2, label=f"{name} (test)")
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set_ylabel("error (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def metrics_of(cell: Cell, settings: Settings, seed: int | None = None) -> list[dict]:
+    return RunStore(settings.root).read_metrics(run_id_for(cell, settings, settings.seeds[0] if seed is None else seed))
+
+
+def figure_table(summary: pd.DataFrame, path: Path, title: str) -> Path:
+    """Ours vs the paper for every cell of a table (bars: ours median with min..max; markers: the paper)."""
+    labels = [f"{r}\n{c}" if c != "error" else r for r, c in zip(summary["row"], summary["column"])]
+    fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(labels)), 4))
+    x = range(len(labels))
+    ours = summary["ours_median"]
+    lo, hi = ours - summary["ours_min"], summary["ours_max"] - ours
+    ax.bar(x, ours, color="C0", alpha=0.7, label="ours (median)", yerr=[lo.fillna(0), hi.fillna(0)], capsize=2)
+    ax.scatter(x, summary["paper"], color="C3", zorder=3, label="paper")
+    ax.set_xticks(list(x))
+    ax.set_xticklabels(labels, rotation=75, fontsize=7)
+    ax.set_ylabel("test error (%)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+# -- the report ----------------------------------------------------------------------------------------------------
+def write_report(settings: Settings, tables: dict[str, Path], figures: dict[str, Path]) -> Path:
+    """``REPORT.md``: the protocol note first, then each table (inlined Markdown, linked CSV) and each figure."""
+    root = settings.root
+    lines = []
+    note = settings.protocol_note()
+    if note:
+        lines.append(f"**These numbers are not comparable to the paper's: profile `{settings.profile}` departs from "
+                     f"the authors' protocol ({note}). It exercises the pipeline only.**")
+    else:
+        lines.append(f"Profile `{settings.profile}`: the authors' protocol (200 epochs, full CIFAR-10), "
+                     f"{len(settings.seeds)} seed(s) {settings.seeds}; errors are last-epoch test errors, "
+                     f"median over seeds.")
+    lines += ["", f"# atlib report: profile `{settings.profile}`", ""]
+    lines += ["Our numbers are the last-epoch test error (%), median over seeds, with n and the spread (min..max), "
+              "beside the paper's value. Columns and rows follow the paper.", ""]
+    for name, csv_path in tables.items():
+        md = Path(csv_path).with_suffix(".md")
+        lines += [md.read_text().strip(), "", f"Data: [{Path(csv_path).name}]({Path(csv_path).relative_to(root)})", ""]
+    lines += ["## Figures", ""]
+    for caption, png in figures.items():
+        rel = Path(png).relative_to(root)
+        lines += [f"### {caption}", "", f"![{caption}]({rel})", ""]
+    path = root / "REPORT.md"
+    path.write_text("\n".join(lines))
+    return path

@@ -1,0 +1,133 @@
+"""Notebooks: clean in git, one parameters cell in step with the quick profile, bad parameters reported, failures
+stop the sequence with one line; and (slow) the whole quick sequence through papermill."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+import yaml
+
+from atlib import experiments
+from atlib.pipeline import NOTEBOOK_DIR, NOTEBOOKS, PROFILE_DIR, ParameterError, PipelineError, check_parameters, \
+    notebook_parameters, run_sequence
+
+REPO = Path(__file__).resolve().parents[1]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_is_clean_with_one_parameters_cell(name):
+    book = nbformat.read(NOTEBOOK_DIR / name, as_version=4)
+    code = [c for c in book.cells if c.cell_type == "code"]
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), "committed with outputs"
+    tagged = [c for c in book.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_parameter_defaults_are_the_quick_profile(name):
+    quick = yaml.safe_load((PROFILE_DIR / "quick.yaml").read_text())
+    declared = notebook_parameters(NOTEBOOK_DIR / name)
+    assert set(declared) == set(quick)
+    for key, value in quick.items():
+        assert eval(declared[key]) == value, key  # papermill reports defaults as source text
+
+
+def test_profiles_cover_every_parameter():
+    quick = set(yaml.safe_load((PROFILE_DIR / "quick.yaml").read_text()))
+    for name in ("one-seed", "paper"):
+        profile = yaml.safe_load((PROFILE_DIR / f"{name}.yaml").read_text())
+        assert set(profile) == quick
+        settings = experiments.Settings(**{k: v for k, v in profile.items()})
+        assert settings.follows_protocol, name
+    assert yaml.safe_load((PROFILE_DIR / "paper.yaml").read_text())["seeds"] == [0, 1, 2, 3, 4]
+
+
+def test_unknown_parameter_is_reported_before_running(tmp_path):
+    with pytest.raises(ParameterError, match=r"does not declare parameter\(s\) \['learning_rate'\]"):
+        check_parameters(NOTEBOOK_DIR / NOTEBOOKS[0], {"epochs": 1, "learning_rate": 0.1})
+    profile = tmp_path / "bad.yaml"
+    profile.write_text(yaml.safe_dump({**yaml.safe_load((PROFILE_DIR / "quick.yaml").read_text()),
+                                       "learning_rate": 0.1, "results_dir": str(tmp_path)}))
+    proc = subprocess.run([sys.executable, "-m", "atlib", "reproduce", "--profile", str(profile)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "learning_rate" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "quick").exists()  # nothing ran
+    with pytest.raises(ParameterError, match="'no-such-profile'"):
+        run_sequence("no-such-profile")
+
+
+def test_failing_notebook_stops_the_sequence_with_one_line(tmp_path):
+    messages = []
+    with pytest.raises(PipelineError) as info:
+        run_sequence("quick", overrides={"device": "tpu", "results_dir": str(tmp_path)}, progress=False,
+                     log=messages.append)
+    message = str(info.value)
+    executed = tmp_path / "quick" / "notebooks" / "01-tutorial.ipynb"
+    assert "01-tutorial.ipynb failed" in message and "'tpu'" in message and str(executed) in message
+    assert "\n" not in message and executed.exists()
+    assert not (tmp_path / "quick" / "notebooks" / "02-teachers.ipynb").exists()
+
+
+def _valid_png(path: Path) -> bool:
+    from PIL import Image
+    data = path.read_bytes()
+    if not data.startswith(PNG_SIGNATURE):
+        return False
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        return image.size[0] > 50 and image.size[1] > 50 and len(set(image.convert("L").getdata())) > 10
+
+
+@pytest.mark.slow
+def test_quick_sequence_end_to_end(tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, "-m", "atlib", "reproduce", "--profile", "quick", "--results",
+                           str(tmp_path)], cwd=REPO, capture_output=True, text=True, env=env, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    root = tmp_path / "quick"
+    for name in NOTEBOOKS:
+        assert (root / "notebooks" / name).exists()
+        assert f"{name} done" in proc.stdout
+
+    for table, grid in experiments.TABLES.items():
+        summary = pd.read_csv(root / "tables" / f"{table}.csv")
+        expected = [(c.row, c.column) for c in grid()]
+        assert list(zip(summary["row"], summary["column"])) == expected, table
+        assert all(math.isfinite(v) and 0 <= v <= 100 for v in summary["ours_median"]), table
+        assert (summary["n"] == 1).all()
+        papers = {(c.row, c.column): c.paper for c in grid()}
+        for r in summary.itertuples():
+            paper = papers[(r.row, r.column)]
+            assert (math.isnan(r.paper) if paper is None else r.paper == paper)
+            if paper is not None:
+                assert r.ours_minus_paper == pytest.approx(r.ours_median - paper)
+        assert (root / "tables" / f"{table}.md").read_text().count("\n|") >= len(expected) + 1
+
+    figures = sorted((root / "figures").glob("*.png"))
+    names = {p.name for p in figures}
+    assert {"fig4_attention_functions.png", "fig6_attention_student_at_teacher.png",
+            "fig7b_training_curves.png", "table1.png", "table2.png", "table3.png", "groups.png"} <= names
+    assert all(_valid_png(p) for p in figures)
+
+    report = (root / "REPORT.md").read_text()
+    assert report.splitlines()[0].startswith("**These numbers are not comparable to the paper's")
+    for p in figures:
+        assert f"(figures/{p.name})" in report
+    for table in experiments.TABLES:
+        assert f"(tables/{table}.csv)" in report
+
+    # re-running continues: every run is finished, nothing is retrained
+    before = {p: p.stat().st_mtime for p in (root / "runs").glob("*/metrics.jsonl")}
+    again = subprocess.run([sys.executable, "-m", "atlib", "reproduce", "--profile", "quick", "--results",
+                            str(tmp_path), "--only", "05"], cwd=REPO, capture_output=True, text=True, env=env,
+                           timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert before == {p: p.stat().st_mtime for p in (root / "runs").glob("*/metrics.jsonl")}
