@@ -35,6 +35,13 @@ def _groups(text: str) -> list[int]:
     return groups
 
 
+def _epochs(text: str) -> list[int]:
+    try:
+        return [int(e) for e in text.split(",") if e.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"milestones must be comma-separated epochs like 30,60,90, got {text!r}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="atlib", description="Attention transfer (Zagoruyko & Komodakis, ICLR 2017) replication")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -51,10 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--kind", help="attention function: sum or max (AT default sum)")
     t.add_argument("--groups", type=_groups, help="transfer at these groups only, numbered from 1, e.g. 2 or 1,3")
     t.add_argument("--at-form", dest="form", help="AT convention: code (default, authors' code) or paper (Eq. 2)")
+    t.add_argument("--start-epoch", type=int, help="epoch (from 0) at which the transfer term starts (default 0)")
     t.add_argument("--T", type=float, help="KD temperature (default 4)")
     t.add_argument("--alpha", type=float, help="KD weight of the soft term (default 0.9)")
     t.add_argument("--lr", type=float, default=0.1)
-    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--lr-decay", type=float, default=0.2, help="lr factor at each milestone (default 0.2)")
+    t.add_argument("--milestones", type=_epochs, help="lr drop epochs, e.g. 30,60,90 (default: 60/120/160 of 200, "
+                   "scaled to --epochs)")
+    t.add_argument("--batch-size", type=int, default=128, help="global batch size (split over torchrun processes)")
+    t.add_argument("--eval-batch-size", type=int, default=1000)
     t.add_argument("--weight-decay", type=float, default=5e-4)
     t.add_argument("--augment", default="crop+flip", help="crop+flip (authors), flip (Table 3) or none")
     t.add_argument("--precision", default="fp32", help="fp32 (default) or bf16")
@@ -62,6 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--test-subset", type=int, help="evaluate on the first N test images only")
     t.add_argument("--data-root", help="directory holding cifar-10-batches-py (default $ATLIB_DATA, else ./data)")
     t.add_argument("--sample", action="store_true", help="use the embedded CIFAR-10 sample instead of the full set")
+    t.add_argument("--dataset", default="cifar10",
+                   help="cifar10 (default), sample, or image folders: folder (train/ and val/), cub, imagenet")
+    t.add_argument("--image-size", type=int, default=224, help="image folders: crop size (default 224)")
+    t.add_argument("--pretrained", help="resnet: 'imagenet' (torchvision's weights) or a weights file")
+    t.add_argument("--weights-dir", help="where to look for torchvision's ImageNet weight files first")
+    t.add_argument("--freeze-bn", action="store_true", help="freeze every BN layer (statistics and affine)")
+    t.add_argument("--freeze-groups", type=int, default=0, help="freeze the stem and the first N residual groups")
+    t.add_argument("--workers", type=int, default=0, help="image folders: DataLoader worker processes")
     t.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     t.add_argument("--results", default=DEFAULT_RESULTS, help="results directory (default ./results)")
     t.add_argument("--restart", action="store_true", help="discard this run's checkpoint and records, train anew")
@@ -81,12 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     terms = method_terms(args.method, beta=args.beta, p=args.p, kind=args.kind, groups=args.groups,
-                         form=args.form, T=args.T, alpha=args.alpha)
+                         form=args.form, T=args.T, alpha=args.alpha, start_epoch=args.start_epoch)
     return RunConfig(
         student=args.student, method=args.method, terms=terms, teacher=args.teacher, teacher_arch=args.teacher_arch,
-        epochs=args.epochs, seed=args.seed, lr=args.lr, batch_size=args.batch_size, weight_decay=args.weight_decay,
+        epochs=args.epochs, seed=args.seed, lr=args.lr, lr_decay=args.lr_decay, lr_milestones=args.milestones,
+        batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, weight_decay=args.weight_decay,
         augment=args.augment, precision=args.precision, train_subset=args.train_subset, test_subset=args.test_subset,
-        dataset="sample" if args.sample else "cifar10", data_root=args.data_root, device=args.device)
+        dataset="sample" if args.sample else args.dataset, data_root=args.data_root, device=args.device,
+        image_size=args.image_size, pretrained=args.pretrained, weights_dir=args.weights_dir,
+        freeze_bn=args.freeze_bn, freeze_groups=args.freeze_groups, workers=args.workers)
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -10,13 +10,14 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from .data import DATASET_NAMES
+from .data import DATASET_NAMES, FOLDER_KINDS
 from .models import parse_model_name
 from .objective import TERMS, validate_spec
 from .store import make_run_id
 
 # Fields that say where/how a run executes, not what it computes: left out of the run id.
-RUNTIME_FIELDS = ("device", "data_root")
+RUNTIME_FIELDS = ("device", "data_root", "workers", "weights_dir")
+DATASETS = tuple(DATASET_NAMES) + tuple(FOLDER_KINDS)  # cifar10, sample | folder, cub, imagenet (image folders)
 PRECISIONS = ("fp32", "bf16")
 AUGMENTATIONS = ("crop+flip", "flip", "none")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -28,9 +29,10 @@ class ConfigError(ValueError):
     """A configuration value is invalid; the message names it."""
 
 
-def scaled_milestones(epochs: int) -> list[int]:
-    """The authors' lr drops at 60/120/160 of 200 epochs, scaled to ``epochs`` (rounded, kept >= 1)."""
-    scaled = {max(1, round(m * epochs / PAPER_EPOCHS)) for m in PAPER_MILESTONES}
+def scaled_milestones(epochs: int, milestones=PAPER_MILESTONES, of_epochs: int = PAPER_EPOCHS) -> list[int]:
+    """lr drops given for ``of_epochs`` epochs (default: the authors' 60/120/160 of 200), scaled to ``epochs``
+    (rounded, kept >= 1, drops at or after the last epoch removed)."""
+    scaled = {max(1, round(m * epochs / of_epochs)) for m in milestones}
     return sorted(m for m in scaled if m < epochs)
 
 
@@ -51,14 +53,20 @@ class RunConfig:
     momentum: float = 0.9
     seed: int = 0
     precision: str = "fp32"
-    dataset: str = "cifar10"            # "cifar10" or "sample" (the embedded class-balanced sample)
+    dataset: str = "cifar10"            # "cifar10", "sample" (embedded), or image folders: "folder", "cub", "imagenet"
     augment: str = "crop+flip"          # "crop+flip" (authors), "flip" (Table 3), "none"
     train_subset: int | None = None     # use only the first N training images (quick profiles and tests)
     test_subset: int | None = None      # evaluate on the first N test images only (quick profiles and tests)
     init: str = "authors"
     eval_batch_size: int = 1000
+    image_size: int = 224               # image folders only: training crop / evaluation centre crop
+    pretrained: str | None = None       # "imagenet" (torchvision's ResNet weights) or a weights file; None: random
+    freeze_bn: bool = False             # BN layers in eval mode with frozen affine parameters (Table 4 protocol)
+    freeze_groups: int = 0              # freeze the stem and the first N residual groups (Table 4: 1)
     device: str = "auto"                # runtime: not part of the run id
-    data_root: str | None = None        # runtime: not part of the run id
+    data_root: str | None = None        # runtime: the dataset's directory
+    workers: int = 0                    # runtime: DataLoader worker processes (image folders only)
+    weights_dir: str | None = None      # runtime: where "imagenet" weights files are looked up first
 
     def __post_init__(self):
         if self.lr_milestones is None and isinstance(self.epochs, int) and self.epochs > 0:
@@ -87,7 +95,14 @@ class RunConfig:
                     raise ConfigError(str(e)) from None
         _choice("precision", self.precision, PRECISIONS)
         _choice("augment", self.augment, AUGMENTATIONS)
-        _choice("dataset", self.dataset, DATASET_NAMES)
+        _choice("dataset", self.dataset, DATASETS)
+        _positive_int("image_size", self.image_size)
+        if isinstance(self.freeze_groups, bool) or not isinstance(self.freeze_groups, int) or self.freeze_groups < 0:
+            raise ConfigError(f"freeze_groups must be an integer >= 0, got freeze_groups={self.freeze_groups!r}")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
+            raise ConfigError(f"workers must be an integer >= 0, got workers={self.workers!r}")
+        if self.pretrained is not None and not self.student.startswith("resnet-"):
+            raise ConfigError(f"pretrained weights exist for resnet-18/34 only, not {self.student!r}")
         _choice("device", self.device.split(":")[0] if isinstance(self.device, str) else self.device, DEVICES)
         try:
             validate_spec(self.terms)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import json
 import math
 import platform
 import time
@@ -23,8 +24,11 @@ import torch
 from torch import nn
 
 from .config import RunConfig
-from .data import ImageSet, eval_batches, load_dataset, num_batches, to_device, train_batches
+from .data import FOLDER_KINDS, ImageSet, eval_batches, folder_batches, load_dataset, load_folders, to_device, \
+    train_batches
+from .distributed import Dist, all_reduce_sum, average_gradients, barrier, setup, teardown
 from .models import build_model, count_parameters
+from .models.pretrained import WeightsError, freeze, load_pretrained, read_state_dict, set_train_mode
 from .objective import Objective, build_objective
 from .store import RunStore, StoreError
 
@@ -55,23 +59,20 @@ def load_teacher(config: RunConfig, store: RunStore) -> tuple[nn.Module, str, st
 
     ``config.teacher`` is a finished run id (or unique prefix) in ``store``, or a path to a weights file (a state
     dict, or a checkpoint holding one under ``"model"``); for a bare file ``config.teacher_arch`` names the
-    architecture unless a ``config.json`` of a run lies beside it."""
+    architecture unless a ``config.json`` of a run lies beside it. The class count comes from the weights."""
     ref = config.teacher
     path = Path(ref).expanduser()
     if path.is_file():
         arch = config.teacher_arch
         sibling = path.parent / "config.json"
         if arch is None and sibling.is_file():
-            import json
             arch = json.loads(sibling.read_text())["student"]
         if arch is None:
             raise TrainingError(f"teacher file {ref} has no run config beside it: pass --teacher-arch")
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - any failure to read the file is reported the same way
-            raise TrainingError(f"cannot read teacher weights {path}: {' '.join(str(e).split())[:200]}") from None
-        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-            state = state["model"]
+            state = read_state_dict(path)
+        except WeightsError as e:
+            raise TrainingError(f"cannot read teacher weights: {e}") from None
         canonical = str(path.resolve())
     else:
         try:
@@ -85,7 +86,12 @@ def load_teacher(config: RunConfig, store: RunStore) -> tuple[nn.Module, str, st
         canonical = run_id
     if config.teacher_arch is not None and config.teacher_arch != arch:
         raise TrainingError(f"teacher_arch {config.teacher_arch!r} does not match the teacher's architecture {arch!r}")
-    model = build_model(arch, init="standard")
+    state = {k: v for k, v in state.items()}
+    if arch.startswith("resnet-") and not any(k.startswith("net.") for k in state):
+        state = {f"net.{k}": v for k, v in state.items()}  # torchvision's own key names
+    head = [v for k, v in state.items() if k.endswith("fc.weight")]
+    num_classes = head[0].shape[0] if head else 10
+    model = build_model(arch, num_classes=num_classes, init="standard")
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError) as e:
@@ -111,41 +117,104 @@ def _subset(data: ImageSet, n: int | None) -> ImageSet:
     return data if n is None else ImageSet(data.images[:n], data.labels[:n], data.classes)
 
 
+class CifarSource:
+    """CIFAR-10 (or the embedded sample) resident on the device, augmented there in batches."""
+
+    def __init__(self, config: RunConfig, device: torch.device, ctx: Dist):
+        train_set, test_set = load_dataset(config.dataset, config.data_root)
+        train_set, test_set = _subset(train_set, config.train_subset), _subset(test_set, config.test_subset)
+        self.train, self.config, self.device, self.ctx = to_device(train_set, device), config, device, ctx
+        self.test = to_device(ImageSet(test_set.images[ctx.rank::ctx.world_size],
+                                       test_set.labels[ctx.rank::ctx.world_size], test_set.classes), device)
+        self.num_classes, self.num_train = len(train_set.classes), len(train_set)
+
+    def train_batches(self, generator: torch.Generator):
+        c, ctx = self.config, self.ctx
+        local = c.batch_size // ctx.world_size
+        for x, y in train_batches(self.train, c.batch_size, generator, self.device, augment=c.augment != "none",
+                                  flip_only=c.augment == "flip", drop_last=ctx.enabled):
+            yield (x[ctx.rank * local:(ctx.rank + 1) * local], y[ctx.rank * local:(ctx.rank + 1) * local]) \
+                if ctx.enabled else (x, y)
+
+    def eval_batches(self):
+        return eval_batches(self.test, self.config.eval_batch_size, self.device)
+
+
+class FolderSource:
+    """Image folders (``folder``, ``cub``, ``imagenet``) read by a DataLoader; global batches split over ranks."""
+
+    def __init__(self, config: RunConfig, device: torch.device, ctx: Dist):
+        if config.data_root is None:
+            raise TrainingError(f"dataset {config.dataset!r} needs a data root (--data-root): the folder holding "
+                                f"{'CUB_200_2011 files' if config.dataset == 'cub' else 'train/ and val/'}")
+        if config.train_subset is not None or config.test_subset is not None:
+            raise TrainingError("train_subset/test_subset apply to CIFAR-10 only; make a smaller image folder instead")
+        data = load_folders(config.data_root, config.dataset, config.image_size)
+        self.train, self.val, self.config, self.device, self.ctx = data.train, data.val, config, device, ctx
+        self.num_classes, self.num_train = data.num_classes, len(data.train)
+        if self.num_train < config.batch_size:
+            raise TrainingError(f"{config.data_root} has {self.num_train} training images, fewer than one batch "
+                                f"of {config.batch_size}")
+
+    def _to_device(self, batches):
+        for x, y in batches:
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def train_batches(self, generator: torch.Generator):
+        return self._to_device(folder_batches(self.train, self.config.batch_size, generator, self.ctx.rank,
+                                              self.ctx.world_size, self.config.workers, train=True))
+
+    def eval_batches(self):
+        return self._to_device(folder_batches(self.val, self.config.eval_batch_size, None, self.ctx.rank,
+                                              self.ctx.world_size, self.config.workers, train=False))
+
+
+def make_source(config: RunConfig, device: torch.device, ctx: Dist):
+    if ctx.enabled and config.batch_size % ctx.world_size:
+        raise TrainingError(f"batch_size {config.batch_size} is not divisible by the {ctx.world_size} processes")
+    return (FolderSource if config.dataset in FOLDER_KINDS else CifarSource)(config, device, ctx)
+
+
 def _autocast(device: torch.device, precision: str):
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
-def evaluate(model: nn.Module, data: ImageSet, config: RunConfig, device: torch.device) -> dict[str, float]:
-    """Test loss and error (%) of ``model`` in eval mode."""
+def evaluate(model: nn.Module, source, config: RunConfig, device: torch.device, ctx: Dist = Dist()) -> dict:
+    """Test loss, top-1 error (%) and, with more than 5 classes, top-5 error (%) of ``model`` in eval mode."""
     model.eval()
-    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    wrong = torch.zeros((), device=device, dtype=torch.int64)
+    sums = torch.zeros(4, device=device, dtype=torch.float64)  # loss, wrong top-1, wrong top-5, count
     with torch.no_grad(), _autocast(device, config.precision):
-        for x, y in eval_batches(data, config.eval_batch_size, device):
+        for x, y in source.eval_batches():
             logits, _ = model(x)
-            loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum")
-            wrong += (logits.argmax(1) != y).sum()
-    n = len(data)
-    return {"test_loss": loss_sum.item() / n, "test_error": 100.0 * wrong.item() / n}
+            logits = logits.float()
+            sums[0] += nn.functional.cross_entropy(logits, y, reduction="sum")
+            sums[1] += (logits.argmax(1) != y).sum()
+            k = min(5, logits.shape[1])
+            sums[2] += (logits.topk(k, dim=1).indices != y[:, None]).all(dim=1).sum()
+            sums[3] += y.shape[0]
+    loss, wrong1, wrong5, n = all_reduce_sum(sums, ctx).tolist()
+    out = {"test_loss": loss / n, "test_error": 100.0 * wrong1 / n}
+    if source.num_classes > 5:
+        out["test_error_top5"] = 100.0 * wrong5 / n
+    return out
 
 
-def train_epoch(student: nn.Module, teacher: nn.Module | None, objective: Objective, optimizer, data: ImageSet,
-                generator: torch.Generator, config: RunConfig, device: torch.device, bar=None) -> dict[str, float]:
-    """One epoch of SGD; returns mean train loss, train error (%) and the mean of every term and detail."""
-    student.train()
-    objective.train()
+def train_epoch(student: nn.Module, teacher: nn.Module | None, objective: Objective, optimizer, batches,
+                config: RunConfig, device: torch.device, bar=None, ctx: Dist = Dist()) -> dict[str, float]:
+    """One epoch of SGD over ``batches``; returns mean train loss, train error (%) and the mean of every term and
+    detail (over all processes). The caller sets train/eval modes."""
     sums: dict[str, torch.Tensor] = {}
-    wrong = torch.zeros((), device=device, dtype=torch.int64)
-    seen = 0
-    augment = config.augment != "none"
-    flip_only = config.augment == "flip"
-    for x, y in train_batches(data, config.batch_size, generator, device, augment=augment, flip_only=flip_only):
+    wrong = torch.zeros((), device=device, dtype=torch.float64)
+    seen = torch.zeros((), device=device, dtype=torch.float64)
+    extra = [p for p in objective.parameters() if p.requires_grad]  # F-ActT adapters: not inside DDP
+    for x, y in batches:
         with _autocast(device, config.precision):
             out = objective(student, teacher, x, y)
         optimizer.zero_grad(set_to_none=True)
         out.total.backward()
+        average_gradients(extra, ctx)
         optimizer.step()
         b = y.shape[0]
         seen += b
@@ -153,12 +222,14 @@ def train_epoch(student: nn.Module, teacher: nn.Module | None, objective: Object
             sums[name] = sums.get(name, 0) + value.detach().double() * b
         wrong += (out.logits.detach().argmax(1) != y).sum()
         if bar is not None:
-            bar.update(b)
-    means = {name: (total / seen).item() for name, total in sums.items()}
+            bar.update(b * ctx.world_size)
+    names = sorted(sums)
+    totals = all_reduce_sum(torch.stack([sums[n] for n in names] + [wrong, seen]), ctx).tolist()
+    means = {name: total / totals[-1] for name, total in zip(names, totals)}
     if not all(math.isfinite(v) for v in means.values()):
         bad = {k: v for k, v in means.items() if not math.isfinite(v)}
         raise FloatingPointError(f"non-finite training loss {bad}")
-    means["error"] = 100.0 * wrong.item() / seen
+    means["error"] = 100.0 * totals[-2] / totals[-1]
     return means
 
 
@@ -183,30 +254,59 @@ def _progress_bar(enabled: bool, total: int, desc: str):
     return tqdm(total=total, desc=desc, unit="img", leave=False, dynamic_ncols=True)
 
 
+def build_student(config: RunConfig, num_classes: int, device: torch.device) -> nn.Module:
+    """The student as the configuration asks: seeded init, optional pretrained weights, frozen parts."""
+    torch.manual_seed(config.seed)
+    student = build_model(config.student, num_classes=num_classes, init=config.init)
+    if config.pretrained is not None:
+        try:
+            load_pretrained(student, config.student, config.pretrained, config.weights_dir)
+        except WeightsError as e:
+            raise TrainingError(str(e)) from None
+    freeze(student, config.freeze_groups, config.freeze_bn)
+    return student.to(device)
+
+
 def train(config: RunConfig, results: str | Path = DEFAULT_RESULTS, progress: bool = True, restart: bool = False,
           log: Callable[[str], None] | None = print) -> dict:
-    """Train ``config`` (or return its record if finished). Returns the record dict."""
+    """Train ``config`` (or return its record if finished). Returns the record dict.
+
+    Under ``torchrun`` every process calls this with the same configuration; rank 0 alone writes to the store."""
+    device, ctx = None, Dist()
+    try:
+        device = resolve_device(config.device)
+        ctx, device = setup(device)
+        return _train(config, Path(results), progress and ctx.is_main, restart, log if ctx.is_main else None,
+                      device, ctx)
+    finally:
+        teardown(ctx)
+
+
+def _train(config, results, progress, restart, log, device, ctx) -> dict:
     log = log or (lambda _msg: None)
     store = RunStore(results)
     config, run_id, teacher = prepare(config, store)
     if store.status(run_id) == "finished" and not restart:
         log(f"{run_id}: finished, test error {store.read_record(run_id)['test_error']:.2f}% (not retrained)")
         return store.read_record(run_id)
-    device = resolve_device(config.device)
-    train_set, test_set = load_dataset(config.dataset, config.data_root)
-    train_set, test_set = _subset(train_set, config.train_subset), _subset(test_set, config.test_subset)
-    train_set, test_set = to_device(train_set, device), to_device(test_set, device)
-    if restart:
-        store.delete_run_state(run_id)
-    store.write_config(run_id, config.identity())
 
-    torch.manual_seed(config.seed)
-    student = build_model(config.student, init=config.init).to(device)
-    objective = build_objective(config.terms, student, teacher).to(device)
+    source = make_source(config, device, ctx)
     if teacher is not None:
+        teacher_classes = [m.out_features for m in teacher.modules() if isinstance(m, nn.Linear)][-1]
+        if teacher_classes != source.num_classes:
+            raise TrainingError(f"teacher {config.teacher} has {teacher_classes} classes but {config.dataset} data "
+                                f"has {source.num_classes}")
         teacher = teacher.to(device)
-    params = list(student.parameters()) + list(objective.parameters())
-    optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    if restart and ctx.is_main:
+        store.delete_run_state(run_id)
+    if ctx.is_main:
+        store.write_config(run_id, config.identity())
+    barrier(ctx)
+
+    student = build_student(config, source.num_classes, device)
+    objective = build_objective(config.terms, student, teacher).to(device)
+    trainable = [p for p in student.parameters() if p.requires_grad] + list(objective.parameters())
+    optimizer = torch.optim.SGD(trainable, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
 
     start_epoch = 0
@@ -219,12 +319,18 @@ def train(config: RunConfig, results: str | Path = DEFAULT_RESULTS, progress: bo
         start_epoch = int(checkpoint["epoch"])
         log(f"{run_id}: resuming after epoch {start_epoch}/{config.epochs}")
     else:
-        log(f"{run_id}: training {config.student} ({count_parameters(student):,} params), method {config.method}"
-            f", {config.epochs} epochs on {device}")
-    store.truncate_metrics(run_id, start_epoch)
+        log(f"{run_id}: training {config.student} ({count_parameters(student):,} trainable params), method "
+            f"{config.method}, {config.epochs} epochs on {device}" + (f" x {ctx.world_size} processes"
+                                                                       if ctx.enabled else ""))
+    if ctx.is_main:
+        store.truncate_metrics(run_id, start_epoch)
+    model = student
+    if ctx.enabled:
+        model = nn.parallel.DistributedDataParallel(student, device_ids=[device.index] if device.type == "cuda"
+                                                    else None)
 
     environment = {"device": str(device), "device_name": _device_name(device), "torch": torch.__version__,
-                   "python": platform.python_version()}
+                   "python": platform.python_version(), "processes": ctx.world_size}
     full_config = config.to_dict()
     for epoch in range(start_epoch, config.epochs):
         lr = config.lr_at(epoch)
@@ -232,10 +338,14 @@ def train(config: RunConfig, results: str | Path = DEFAULT_RESULTS, progress: bo
             optimizer.state.clear()  # the authors rebuild the optimizer at each drop: momentum restarts at zero
         for group in optimizer.param_groups:
             group["lr"] = lr
-        bar = _progress_bar(progress, len(train_set), f"{run_id[:40]} {epoch + 1}/{config.epochs}")
+        objective.epoch = epoch
+        set_train_mode(student, config.freeze_groups, config.freeze_bn)
+        objective.train()
+        bar = _progress_bar(progress, source.num_train, f"{run_id[:40]} {epoch + 1}/{config.epochs}")
         t0 = time.perf_counter()
         try:
-            stats = train_epoch(student, teacher, objective, optimizer, train_set, generator, config, device, bar)
+            stats = train_epoch(model, teacher, objective, optimizer, source.train_batches(generator), config,
+                                device, bar, ctx)
         except FloatingPointError as e:
             raise TrainingError(f"{run_id} diverged at epoch {epoch + 1}: {e}; the records of epochs 1..{epoch} "
                                 f"are kept in {store.run_dir(run_id)}") from None
@@ -245,31 +355,38 @@ def train(config: RunConfig, results: str | Path = DEFAULT_RESULTS, progress: bo
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         train_seconds = time.perf_counter() - t0
-        test = evaluate(student, test_set, config, device)
+        test = evaluate(student, source, config, device, ctx)
+        if not math.isfinite(test["test_loss"]):
+            raise TrainingError(f"{run_id} diverged at epoch {epoch + 1}: test loss is {test['test_loss']}; the "
+                                f"records of epochs 1..{epoch} are kept in {store.run_dir(run_id)}")
         seconds = time.perf_counter() - t0
         row = {
             "epoch": epoch + 1, "lr": lr,
             "train_loss": stats.pop("loss"), "train_error": stats.pop("error"), **test,
             "terms": {k: v for k, v in stats.items() if "/" not in k},
             "details": {k: v for k, v in stats.items() if "/" in k},
-            "seconds": seconds, "images_per_s": len(train_set) / train_seconds,
+            "seconds": seconds, "images_per_s": source.num_train / train_seconds,
             "run_id": run_id, "config": full_config, "environment": environment,
         }
-        store.append_metrics(run_id, row)
-        store.save_checkpoint(run_id, {"epoch": epoch + 1, "student": student.state_dict(),
-                                       "objective": objective.state_dict(), "optimizer": optimizer.state_dict(),
-                                       "rng": _rng_state(generator, device)})
-        if not progress:
-            continue
-        log(f"{run_id} epoch {epoch + 1}/{config.epochs}: train loss {row['train_loss']:.4f}, train error "
-            f"{row['train_error']:.2f}%, test error {row['test_error']:.2f}%, {row['images_per_s']:.0f} img/s")
+        if ctx.is_main:
+            store.append_metrics(run_id, row)
+            store.save_checkpoint(run_id, {"epoch": epoch + 1, "student": student.state_dict(),
+                                           "objective": objective.state_dict(), "optimizer": optimizer.state_dict(),
+                                           "rng": _rng_state(generator, device)})
+        barrier(ctx)
+        if progress:
+            log(f"{run_id} epoch {epoch + 1}/{config.epochs}: train loss {row['train_loss']:.4f}, train error "
+                f"{row['train_error']:.2f}%, test error {row['test_error']:.2f}%, {row['images_per_s']:.0f} img/s")
 
+    if not ctx.is_main:
+        barrier(ctx)  # wait for rank 0's record, then return the same one
+        return store.read_record(run_id)
     metrics = store.read_metrics(run_id)
     last = metrics[-1]
     record = {
         "run_id": run_id, "status": "finished", "epochs": config.epochs,
-        "test_error": last["test_error"], "test_loss": last["test_loss"],
-        "train_error": last["train_error"], "train_loss": last["train_loss"],
+        **{k: last[k] for k in ("test_error", "test_error_top5", "test_loss", "train_error", "train_loss")
+           if k in last},
         "train_seconds": sum(m["seconds"] for m in metrics),
         "parameters": count_parameters(student), "config": config.identity(), "environment": environment,
         "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -277,6 +394,7 @@ def train(config: RunConfig, results: str | Path = DEFAULT_RESULTS, progress: bo
     store.save_weights(run_id, {k: v.detach().cpu() for k, v in student.state_dict().items()})
     store.write_record(run_id, record)
     store.delete_checkpoint(run_id)
+    barrier(ctx)
     log(f"{run_id}: finished, test error {record['test_error']:.2f}% (last epoch)")
     return record
 

@@ -14,28 +14,46 @@ from typing import Any, Callable, Iterable
 
 import yaml
 
-from .config import RunConfig
+from .config import RunConfig, scaled_milestones
 from .methods import method_terms
 
 # -- training protocols -------------------------------------------------------------------------------------------
-# "cifar": the authors' protocol (Table 1, Table 2, group ablation).
+# Each protocol gives the full-length schedule ("epochs", lr "milestones" for that length) and RunConfig fields.
+# "cifar": the authors' CIFAR protocol (Table 1, Table 2, group ablation).
 # "table3": Table 3's NIN protocol: horizontally flipped data only (no random crop), weight decay off. The paper gives
-# no learning rate for it. The BN-free NIN does not train at the authors' lr 0.1 (in a probe on the embedded sample it
-# stayed at chance, or at 85.8% error after 3 epochs, with either init); we use 0.02 with the same step schedule.
+#   no learning rate for it. The BN-free NIN does not train at the authors' lr 0.1 (in a probe on the embedded sample
+#   it stayed at chance, or at 85.8% error after 3 epochs, with either init); we use 0.02 with the same schedule.
+# "finetune": Table 4 (ours where the paper is silent: 40 epochs, lr 0.01 x0.1 at 20/30, batch 64, wd 1e-4): from
+#   ImageNet weights, BN layers frozen, stem and first residual group frozen, a new head.
+# "imagenet": Table 5, the authors' ImageNet code: 100 epochs, batch 256, lr 0.1 x0.1 at 30/60/90, wd 1e-4.
 PROTOCOLS: dict[str, dict[str, Any]] = {
-    "cifar": {},
-    "table3": {"augment": "flip", "weight_decay": 0.0, "lr": 0.02},
+    "cifar": {"epochs": 200, "milestones": (60, 120, 160)},
+    "table3": {"epochs": 200, "milestones": (60, 120, 160), "augment": "flip", "weight_decay": 0.0, "lr": 0.02},
+    "finetune": {"epochs": 40, "milestones": (20, 30), "lr": 0.01, "lr_decay": 0.1, "weight_decay": 1e-4,
+                 "batch_size": 64, "eval_batch_size": 64, "reset_momentum_at_drops": False, "init": "standard",
+                 "pretrained": "imagenet", "freeze_bn": True, "freeze_groups": 1},
+    "imagenet": {"epochs": 100, "milestones": (30, 60, 90), "lr": 0.1, "lr_decay": 0.1, "weight_decay": 1e-4,
+                 "batch_size": 256, "eval_batch_size": 256, "reset_momentum_at_drops": False, "init": "standard"},
 }
+AT_START_FRACTION = 0.6  # Table 5: AT on the last 2 groups is added at epoch 60 of 100
 
-# -- teachers: key -> (architecture, protocol) ---------------------------------------------------------------------
-TEACHERS: dict[str, tuple[str, str]] = {
-    "wrn-16-2": ("wrn-16-2", "cifar"),
-    "wrn-40-1": ("wrn-40-1", "cifar"),
-    "wrn-40-2": ("wrn-40-2", "cifar"),
-    "nin-wide": ("nin-wide", "cifar"),
-    "nin-wide-nobn": ("nin-wide-nobn", "table3"),      # Table 3 teacher of the KD and gradient-AT rows
-    "nin-wide-norelu": ("nin-wide-norelu", "table3"),  # Table 3 activation-AT teacher: BN, no ReLU before pooling
+# Where a cell's data comes from: "cifar" (Settings.dataset / data_root) or an image-folder dataset, as
+# (Settings field holding its root, folder kind).
+FOLDER_DATA = {"cub": ("cub_root", "cub"), "scenes": ("scenes_root", "folder"), "imagenet": ("imagenet_root", "imagenet")}
+
+# -- teachers: key -> (architecture, protocol, data) ---------------------------------------------------------------
+TEACHERS: dict[str, tuple[str, str, str]] = {
+    "wrn-16-2": ("wrn-16-2", "cifar", "cifar"),
+    "wrn-40-1": ("wrn-40-1", "cifar", "cifar"),
+    "wrn-40-2": ("wrn-40-2", "cifar", "cifar"),
+    "nin-wide": ("nin-wide", "cifar", "cifar"),
+    "nin-wide-nobn": ("nin-wide-nobn", "table3", "cifar"),      # Table 3 teacher of the KD and gradient-AT rows
+    "nin-wide-norelu": ("nin-wide-norelu", "table3", "cifar"),  # Table 3 activation-AT teacher: BN, no ReLU
+    "resnet-34-cub": ("resnet-34", "finetune", "cub"),           # Table 4 teachers: ResNet-34 fine-tuned likewise
+    "resnet-34-scenes": ("resnet-34", "finetune", "scenes"),
+    "resnet-34-imagenet": ("resnet-34", "imagenet", "imagenet"),  # Table 5 teacher, trained by the same protocol
 }
+CIFAR_TEACHERS = [k for k, (_, _, data) in TEACHERS.items() if data == "cifar"]
 
 
 @dataclass(frozen=True)
@@ -49,19 +67,23 @@ class Cell:
     options: tuple = ()          # method options as sorted (name, value) pairs, e.g. (("p", 4),)
     teacher: str | None = None   # key of TEACHERS
     protocol: str = "cifar"
+    data: str = "cifar"          # "cifar" or a key of FOLDER_DATA
+    metric: str = "test_error"   # the record field the table reports ("test_error_top5" for Table 5's top-5)
 
     @property
     def label(self) -> str:
         return f"{self.table} | {self.row} | {self.column}"
 
 
-def _cell(table, row, column, paper, student, method="student", teacher=None, protocol="cifar", **options):
-    return Cell(table, row, column, paper, student, method, tuple(sorted(options.items())), teacher, protocol)
+def _cell(table, row, column, paper, student, method="student", teacher=None, protocol="cifar", data="cifar",
+          metric="test_error", **options):
+    return Cell(table, row, column, paper, student, method, tuple(sorted(options.items())), teacher, protocol, data,
+                metric)
 
 
-def _teacher_cell(table, row, column, paper, key):
-    arch, protocol = TEACHERS[key]
-    return _cell(table, row, column, paper, arch, protocol=protocol)
+def _teacher_cell(table, row, column, paper, key, metric="test_error"):
+    arch, protocol, data = TEACHERS[key]
+    return _cell(table, row, column, paper, arch, protocol=protocol, data=data, metric=metric)
 
 
 # -- Table 1: activation-based AT, F-ActT, KD, AT+KD -------------------------------------------------------------
@@ -136,6 +158,47 @@ def table3() -> list[Cell]:
             for row, paper, method, teacher in TABLE3_ROWS]
 
 
+# -- Table 4: fine-tuning from ImageNet, ResNet-18 student / ResNet-34 teacher, AT on the last 2 groups ----------
+TABLE4_COLUMNS = [("CUB", "cub"), ("Scenes", "scenes")]
+TABLE4_ROWS = [  # (row label, method, paper CUB, paper Scenes)
+    ("student ResNet-18", "student", 28.5, 28.2),
+    ("KD", "kd", 27.0, 28.1),
+    ("AT", "at", 27.0, 27.1),
+]
+
+
+def table4(datasets: Iterable[str] = ("cub", "scenes")) -> list[Cell]:
+    cells = []
+    for row, method, *paper in TABLE4_ROWS:
+        for (column, data), value in zip(TABLE4_COLUMNS, paper):
+            if data in datasets:
+                options = {"groups": (2, 3)} if method == "at" else {}
+                cells.append(_cell("table4", row, column, value, "resnet-18", method, protocol="finetune", data=data,
+                                   teacher=None if method == "student" else f"resnet-34-{data}", **options))
+    for (column, data), value in zip(TABLE4_COLUMNS, (26.5, 26.0)):
+        if data in datasets:
+            cells.append(_teacher_cell("table4", "teacher ResNet-34", column, value, f"resnet-34-{data}"))
+    return cells
+
+
+# -- Table 5: ImageNet, ResNet-18 with AT from ResNet-34 -----------------------------------------------------------
+def table5() -> list[Cell]:
+    cells = []
+    for column, metric, paper in (("top-1", "test_error", (30.4, 29.3, 26.1, None)),
+                                  ("top-5", "test_error_top5", (10.8, 10.0, 8.3, None))):
+        common = dict(protocol="imagenet", data="imagenet", metric=metric)
+        cells += [
+            _cell("table5", "ResNet-18", column, paper[0], "resnet-18", **common),
+            _cell("table5", "ResNet-18 + AT (last 2 groups from epoch 60)", column, paper[1], "resnet-18", "at",
+                  teacher="resnet-34-imagenet", groups=(2, 3), **common),
+            _teacher_cell("table5", "ResNet-34 (teacher)", column, paper[2], "resnet-34-imagenet", metric=metric),
+            _cell("table5", "ResNet-18 + AT (all groups from epoch 0, as the released code)", column, paper[3],
+                  "resnet-18", "at", teacher="resnet-34-imagenet", at_from_start=True, **common),
+        ]
+    return cells
+
+
+LARGE_TABLES: dict[str, Callable[[], list[Cell]]] = {"table4": table4, "table5": table5}
 TABLES: dict[str, Callable[[], list[Cell]]] = {
     "table1": table1, "table2": table2, "groups": groups_ablation, "table3": table3,
 }
@@ -144,11 +207,14 @@ TABLE_TITLES = {
     "table2": "Table 2: attention mapping functions, WRN-16-2 -> WRN-16-1 (test error %)",
     "groups": "Which-group ablation (section 4.1.1), WRN-16-2 -> WRN-16-1 (test error %)",
     "table3": "Table 3: gradient-based attention transfer, NIN without batch norm (test error %)",
+    "table4": "Table 4: fine-tuning from ImageNet, ResNet-18 student, ResNet-34 teacher (test error %)",
+    "table5": "Table 5: ImageNet, ResNet-18 with AT from ResNet-34 (single-crop validation error %)",
 }
 
 
 def teacher_cells() -> list[Cell]:
-    return [_teacher_cell("teachers", key, "error", None, key) for key in TEACHERS]
+    """The CIFAR teachers (the large-image teachers are trained by the Table 4 and 5 notebooks)."""
+    return [_teacher_cell("teachers", key, "error", None, key) for key in CIFAR_TEACHERS]
 
 
 # -- settings and profiles -----------------------------------------------------------------------------------------
@@ -158,7 +224,7 @@ class Settings:
 
     profile: str = "quick"
     dataset: str = "sample"
-    epochs: int = 200
+    epochs: int | None = None     # None: each protocol's own length (200 CIFAR, 40 fine-tuning, 100 ImageNet)
     seeds: list[int] = field(default_factory=lambda: [0])
     train_subset: int | None = None
     test_subset: int | None = None
@@ -167,6 +233,11 @@ class Settings:
     data_root: str | None = None
     results_dir: str = "results"
     progress: bool = True
+    cub_root: str | None = None       # CUB_200_2011 directory (Table 4)
+    scenes_root: str | None = None    # MIT Indoor Scenes as train/ and val/ image folders (Table 4)
+    imagenet_root: str | None = None  # ImageNet as train/ and val/ image folders (Table 5)
+    weights_dir: str | None = None    # torchvision's ResNet-18/34 ImageNet weight files (Table 4)
+    workers: int = 4                  # DataLoader worker processes for image folders
 
     def __post_init__(self):
         self.seeds = [int(s) for s in self.seeds]
@@ -189,8 +260,8 @@ class Settings:
         changes = []
         if self.dataset != "cifar10":
             changes.append(f"the embedded {self.dataset} data instead of full CIFAR-10")
-        if self.epochs != 200:
-            changes.append(f"{self.epochs} epochs instead of 200 (lr schedule scaled)")
+        if self.epochs is not None:
+            changes.append(f"{self.epochs} epochs instead of the protocol's (lr schedule scaled)")
         if self.train_subset is not None:
             changes.append(f"only {self.train_subset} training images")
         if self.test_subset is not None:
@@ -209,11 +280,18 @@ def load_profile(path: str | Path) -> dict[str, Any]:
 
 
 # -- from cells to configurations ----------------------------------------------------------------------------------
+def data_available(cell_or_data: Cell | str, settings: Settings) -> bool:
+    """Whether the settings say where this cell's data is (CIFAR always; image folders when their root is set)."""
+    data = cell_or_data if isinstance(cell_or_data, str) else cell_or_data.data
+    return data == "cifar" or getattr(settings, FOLDER_DATA[data][0]) is not None
+
+
 def teacher_config(key: str, settings: Settings, seed: int | None = None) -> RunConfig:
     if key not in TEACHERS:
         raise ValueError(f"unknown teacher {key!r}; expected one of {sorted(TEACHERS)}")
-    arch, protocol = TEACHERS[key]
-    return _config(arch, "student", {}, None, None, protocol, settings, settings.seeds[0] if seed is None else seed)
+    arch, protocol, data = TEACHERS[key]
+    return _config(arch, "student", {}, None, None, protocol, data, settings,
+                   settings.seeds[0] if seed is None else seed)
 
 
 def config_for(cell: Cell, settings: Settings, seed: int) -> RunConfig:
@@ -222,17 +300,29 @@ def config_for(cell: Cell, settings: Settings, seed: int) -> RunConfig:
     if cell.teacher is not None:
         teacher_id = teacher_config(cell.teacher, settings).run_id()
         teacher_arch = TEACHERS[cell.teacher][0]
-    return _config(cell.student, cell.method, dict(cell.options), teacher_id, teacher_arch, cell.protocol, settings,
-                   seed)
+    return _config(cell.student, cell.method, dict(cell.options), teacher_id, teacher_arch, cell.protocol, cell.data,
+                   settings, seed)
 
 
-def _config(student, method, options, teacher, teacher_arch, protocol, settings, seed) -> RunConfig:
+def _config(student, method, options, teacher, teacher_arch, protocol, data, settings, seed) -> RunConfig:
     options = {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
-    return RunConfig(student=student, method=method, terms=method_terms(method, **options), teacher=teacher,
-                     teacher_arch=teacher_arch, epochs=settings.epochs, seed=seed, precision=settings.precision,
-                     dataset=settings.dataset, train_subset=settings.train_subset, test_subset=settings.test_subset,
-                     device=settings.device,
-                     data_root=settings.data_root, **PROTOCOLS[protocol])
+    protocol_fields = dict(PROTOCOLS[protocol])
+    full_epochs, milestones = protocol_fields.pop("epochs"), protocol_fields.pop("milestones")
+    epochs = settings.epochs or full_epochs
+    at_from_start = options.pop("at_from_start", False)
+    terms = method_terms(method, **options)
+    if protocol == "imagenet" and "at" in terms and not at_from_start:
+        terms["at"]["start_epoch"] = round(AT_START_FRACTION * epochs)
+    if data == "cifar":
+        where = dict(dataset=settings.dataset, data_root=settings.data_root, train_subset=settings.train_subset,
+                     test_subset=settings.test_subset)
+    else:
+        root_field, kind = FOLDER_DATA[data]
+        where = dict(dataset=kind, data_root=getattr(settings, root_field), workers=settings.workers,
+                     weights_dir=settings.weights_dir)
+    return RunConfig(student=student, method=method, terms=terms, teacher=teacher, teacher_arch=teacher_arch,
+                     epochs=epochs, lr_milestones=scaled_milestones(epochs, milestones, full_epochs), seed=seed,
+                     precision=settings.precision, device=settings.device, **where, **protocol_fields)
 
 
 def run_id_for(cell: Cell, settings: Settings, seed: int) -> str:
@@ -245,7 +335,7 @@ def run_cells(cells: Iterable[Cell], settings: Settings, log: Callable[[str], No
     Returns the records in cell order."""
     from .engine import train  # imported here: experiments stay importable without starting the engine
 
-    cells = list(cells)
+    cells = [c for c in cells if data_available(c, settings)]
     needed_teachers = []
     for cell in cells:
         if cell.teacher is not None and cell.teacher not in needed_teachers:
@@ -261,3 +351,4 @@ def run_cells(cells: Iterable[Cell], settings: Settings, log: Callable[[str], No
         records[run_id] = train(config, results=settings.root, progress=settings.progress, log=None)
         log(f"[{i}/{len(unique)}] {run_id}: test error {records[run_id]['test_error']:.2f}%")
     return [records[run_id_for(cell, settings, seed)] for cell in cells for seed in settings.seeds]
+

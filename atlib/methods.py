@@ -28,7 +28,8 @@ METHODS: dict[str, dict[str, dict[str, Any]]] = {
 
 # Which term each option of ``method_terms`` adjusts ("beta" goes to the method's transfer term).
 _OPTION_TERMS = {"p": ("at",), "kind": ("at",), "groups": ("at", "fact"), "form": ("at",), "T": ("kd",),
-                 "alpha": ("kd",), "beta": ("at", "fact", "grad_at", "symmetry", "min_l2")}
+                 "alpha": ("kd",), "beta": ("at", "fact", "grad_at", "symmetry", "min_l2"),
+                 "start_epoch": ("at", "fact", "grad_at", "symmetry", "min_l2")}
 
 
 def method_terms(method: str, **options: Any) -> dict[str, dict[str, Any]]:

@@ -8,7 +8,8 @@ A method of the paper is data, e.g. AT+KD is ``{"kd": {"T": 4, "alpha": 0.9}, "a
     out.terms                     # {"ce": ..., "at": ...}
     out.details                   # {"at/g1": ..., "at/g2": ..., "at/g3": ...} per-group AT values (1-based names)
 
-Every term accepts an optional ``weight`` (default 1). Term names: see ``TERMS``. Terms share one student forward
+Every term accepts an optional ``weight`` (default 1) and ``start_epoch`` (default 0: the term is inactive before
+that 0-based epoch; the ImageNet protocol adds AT at epoch 60 of 100). Term names: see ``TERMS``. Terms share one student forward
 and, when needed, one input-gradient computation per batch (``BatchContext``).
 """
 
@@ -187,25 +188,32 @@ class ObjectiveOutput:
 class Objective(nn.Module):
     """Weighted sum of named terms; ``forward`` returns an ``ObjectiveOutput``."""
 
-    def __init__(self, terms: Mapping[str, Term], weights: Mapping[str, float]):
+    def __init__(self, terms: Mapping[str, Term], weights: Mapping[str, float],
+                 start_epochs: Mapping[str, int] | None = None):
         super().__init__()
         if not terms:
             raise ValueError("an objective needs at least one loss term")
         self.terms = nn.ModuleDict(dict(terms))
         self.weights = dict(weights)
+        self.start_epochs = {name: 0 for name in terms} | dict(start_epochs or {})
+        self.epoch = 0  # set by the engine; terms whose start_epoch is later are skipped
 
     @property
     def needs_teacher(self) -> bool:
         return any(t.needs_teacher for t in self.terms.values())
 
+    def active_terms(self) -> dict[str, Term]:
+        return {name: t for name, t in self.terms.items() if self.epoch >= self.start_epochs[name]}
+
     def forward(self, student: nn.Module, teacher: nn.Module | None, x: torch.Tensor,
                 labels: torch.Tensor) -> ObjectiveOutput:
         if self.needs_teacher and teacher is None:
             raise ValueError(f"terms {[n for n, t in self.terms.items() if t.needs_teacher]} need a teacher")
-        needs_grad = any(t.needs_student_input_grad for t in self.terms.values())
+        active = self.active_terms()
+        needs_grad = any(t.needs_student_input_grad for t in active.values())
         ctx = BatchContext(student, teacher, x, labels, student_input_grad=needs_grad)
         values, details = {}, {}
-        for name, term in self.terms.items():
+        for name, term in active.items():
             result = term(ctx)
             value, extra = result if isinstance(result, tuple) else (result, {})
             values[name] = self.weights[name] * value
@@ -220,6 +228,9 @@ def _make_term(name: str, options: Mapping[str, Any] | None, student_channels=No
     options = dict(options or {})
     weight = options.pop("weight", 1.0)
     losses._check_weight(f"{name} weight", weight)
+    start = options.pop("start_epoch", 0)
+    if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+        raise ValueError(f"{name} start_epoch must be an integer >= 0, got start_epoch={start!r}")
     cls = TERMS[name]
     allowed = set(inspect.signature(cls.__init__).parameters) - {"self", "student_channels", "teacher_channels"}
     unknown = sorted(set(options) - allowed)
@@ -227,7 +238,7 @@ def _make_term(name: str, options: Mapping[str, Any] | None, student_channels=No
         raise ValueError(f"unknown option(s) {unknown} for loss term {name!r}; expected some of {sorted(allowed)}")
     if cls is ActivationTransferTerm:
         options = {"student_channels": student_channels, "teacher_channels": teacher_channels, **options}
-    return cls(**options), float(weight)
+    return cls(**options), float(weight), start
 
 
 def validate_spec(spec: Mapping[str, Mapping[str, Any]]) -> None:
@@ -236,16 +247,18 @@ def validate_spec(spec: Mapping[str, Mapping[str, Any]]) -> None:
         raise ValueError(f"a method must be a non-empty mapping of loss terms, got {spec!r}")
     for name, options in spec.items():
         _make_term(name, options, [1], [1])
+    if all(int((options or {}).get("start_epoch", 0)) > 0 for options in spec.values()):
+        raise ValueError("every loss term starts after epoch 0: the first epochs would have no loss")
 
 
 def build_objective(spec: Mapping[str, Mapping[str, Any]], student: nn.Module | None = None,
                     teacher: nn.Module | None = None) -> Objective:
     """Objective from ``{term_name: {option: value, "weight": w}}``. F-ActT reads ``group_channels`` of the models."""
     validate_spec(spec)
-    terms, weights = {}, {}
+    terms, weights, starts = {}, {}, {}
     for name, options in spec.items():
         if TERMS[name] is ActivationTransferTerm and (student is None or teacher is None):
             raise ValueError("the 'fact' term needs the student and teacher models (for their channel counts)")
-        terms[name], weights[name] = _make_term(name, options, getattr(student, "group_channels", None),
-                                                getattr(teacher, "group_channels", None))
-    return Objective(terms, weights)
+        terms[name], weights[name], starts[name] = _make_term(name, options, getattr(student, "group_channels", None),
+                                                              getattr(teacher, "group_channels", None))
+    return Objective(terms, weights, starts)

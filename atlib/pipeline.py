@@ -25,7 +25,9 @@ NOTEBOOKS = [
     "04-table2.ipynb",
     "05-groups.ipynb",
     "06-table3.ipynb",
-    "07-report.ipynb",
+    "07-table4-finetune.ipynb",
+    "08-table5-imagenet.ipynb",
+    "09-report.ipynb",
 ]
 
 

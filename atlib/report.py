@@ -37,9 +37,9 @@ def collect(cells: Iterable[Cell], settings: Settings) -> pd.DataFrame:
         for seed in settings.seeds:
             run_id = run_id_for(cell, settings, seed)
             record = store.read_record(run_id) if store.status(run_id) == "finished" else None
+            value = math.nan if record is None else record.get(cell.metric, math.nan)
             rows.append({"table": cell.table, "row": cell.row, "column": cell.column, "paper": cell.paper,
-                         "seed": seed, "run_id": run_id,
-                         "test_error": math.nan if record is None else record["test_error"]})
+                         "seed": seed, "run_id": run_id, "test_error": value})
     return pd.DataFrame(rows)
 
 
@@ -92,8 +92,10 @@ def load_trained(cell_or_run_id: Cell | str, settings: Settings, seed: int | Non
     store = RunStore(settings.root)
     run_id = cell_or_run_id if isinstance(cell_or_run_id, str) else run_id_for(
         cell_or_run_id, settings, settings.seeds[0] if seed is None else seed)
-    model = build_model(store.read_config(run_id)["student"], init="standard")
-    model.load_state_dict(store.load_weights(run_id))
+    state = store.load_weights(run_id)
+    num_classes = [v for k, v in state.items() if k.endswith("fc.weight")][-1].shape[0]
+    model = build_model(store.read_config(run_id)["student"], num_classes=num_classes, init="standard")
+    model.load_state_dict(state)
     return model.eval()
 
 
@@ -159,33 +161,37 @@ def figure_attention_functions(model: torch.nn.Module, images: ImageSet, path: P
     return _save(fig, path)
 
 
-def figure_attention_comparison(models: dict[str, torch.nn.Module], images: ImageSet, path: Path,
-                                group: int = -1, p: float = 2) -> Path:
-    """Figure 6 style: the same images' attention maps (F_sum^p of ``group``) under each named model."""
+def figure_attention_comparison(models: dict[str, torch.nn.Module], display: torch.Tensor, inputs: torch.Tensor,
+                                path: Path, group: int = -1, p: float = 2) -> Path:
+    """Figure 6 style: the same images' attention maps (F_sum^p of ``group``) under each named model.
+    ``display`` is uint8 (N, 3, H, W) for showing, ``inputs`` what the models take (normalised)."""
     maps = {}
     with torch.no_grad():
         for name, model in models.items():
-            _, outs = model(normalize(images.images))
-            maps[name] = attention_image(outs[group], p=p, size=tuple(images.images.shape[-2:]))
-    n = len(images)
+            _, outs = model(inputs)
+            maps[name] = attention_image(outs[group], p=p, size=tuple(display.shape[-2:]))
+    n = display.shape[0]
     fig, axes = plt.subplots(n, 1 + len(models), figsize=(1.8 * (1 + len(models)), 1.8 * n), squeeze=False)
     for i in range(n):
-        _show_image(axes[i, 0], images.images[i])
+        _show_image(axes[i, 0], display[i])
         for c, name in enumerate(models, start=1):
-            _show_map(axes[i, c], images.images[i], maps[name][i])
+            _show_map(axes[i, c], display[i], maps[name][i])
             axes[0, c].set_title(name, fontsize=9)
     axes[0, 0].set_title("image", fontsize=9)
     return _save(fig, path)
 
 
-def figure_training_curves(curves: dict[str, Sequence[dict]], path: Path, title: str = "") -> Path:
-    """Figure 7b: train (dashed) and test (solid) error vs epoch for each named run's metrics rows."""
+def figure_training_curves(curves: dict[str, Sequence[dict]], path: Path, title: str = "",
+                           test_key: str = "test_error", train_key: str | None = "train_error") -> Path:
+    """Figure 7b: train (dashed) and test (solid) error vs epoch for each named run's metrics rows
+    (Figure 7a: ``test_key="test_error_top5", train_key=None``)."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for i, (name, rows) in enumerate(curves.items()):
         epochs = [r["epoch"] for r in rows]
         color = f"C{i}"
-        ax.plot(epochs, [r["train_error"] for r in rows], "--", color=color, label=f"{name} (train)")
-        ax.plot(epochs, [r["test_error"] for r in rows], "-", color=color, linewidth=2, label=f"{name} (test)")
+        if train_key:
+            ax.plot(epochs, [r[train_key] for r in rows], "--", color=color, label=f"{name} (train)")
+        ax.plot(epochs, [r[test_key] for r in rows], "-", color=color, linewidth=2, label=f"{name} (test)")
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel("error (%)")
@@ -214,6 +220,54 @@ def figure_table(summary: pd.DataFrame, path: Path, title: str) -> Path:
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def folder_images(dataset, count: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` evaluation images of different classes from an image-folder dataset: (uint8 for display,
+    normalised model inputs)."""
+    from .data.folders import IMAGENET_MEAN, IMAGENET_STD
+    chosen, classes = [], set()
+    for i, label in enumerate(dataset.targets):
+        if label not in classes:
+            chosen.append(i)
+            classes.add(label)
+        if len(chosen) == count:
+            break
+    inputs = torch.stack([dataset[i][0] for i in chosen])
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    display = ((inputs * std + mean).clamp(0, 1) * 255).round().to(torch.uint8)
+    return display, inputs
+
+
+def large_image_figures(settings: Settings) -> dict[str, Path]:
+    """Figure 7a (ImageNet top-5 error vs epoch, ResNet-18 with and without AT) and Figure 6-style maps of the
+    Table 4 student, AT student and teacher, for whichever of those runs are finished."""
+    from .data.folders import load_folders
+    from .experiments import FOLDER_DATA, data_available, table4, table5
+    store, figures = RunStore(settings.root), {}
+    finished = lambda cell: store.status(run_id_for(cell, settings, settings.seeds[0])) == "finished"  # noqa: E731
+    t5 = {c.row: c for c in table5() if c.column == "top-5"}
+    curves = {name: t5[row] for name, row in (("ResNet-18", "ResNet-18"),
+                                              ("ResNet-18 + AT", "ResNet-18 + AT (last 2 groups from epoch 60)"))}
+    if all(finished(c) for c in curves.values()):
+        png = figure_training_curves({n: metrics_of(c, settings) for n, c in curves.items()},
+                                     settings.root / "figures" / "fig7a_imagenet_top5.png",
+                                     "ImageNet, ResNet-18 (top-5 validation error)", "test_error_top5", None)
+        figures["Figure 7a: ImageNet top-5 error vs epoch"] = png
+    for column, data in (("CUB", "cub"), ("Scenes", "scenes")):
+        cells = {c.row: c for c in table4() if c.column == column}
+        if not data_available(data, settings) or not all(finished(c) for c in cells.values()):
+            continue
+        root_field, kind = FOLDER_DATA[data]
+        val = load_folders(getattr(settings, root_field), kind).val
+        display, inputs = folder_images(val, count=4)
+        models = {"student": load_trained(cells["student ResNet-18"], settings),
+                  "AT student": load_trained(cells["AT"], settings),
+                  "teacher": load_trained(cells["teacher ResNet-34"], settings)}
+        png = figure_attention_comparison(models, display, inputs,
+                                          settings.root / "figures" / f"fig6_attention_{data}.png")
+        figures[f"Figure 6 style: top-level attention on {column}"] = png
+    return figures
 
 
 # -- the report ----------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import time
 import torch
 
 from atlib.config import RunConfig
-from atlib.data import ImageSet
+from atlib.data import ImageSet, train_batches
 from atlib.engine import _device_name, resolve_device, train_epoch
 from atlib.methods import method_terms
 from atlib.models import build_model
@@ -43,13 +43,18 @@ def measure(student_arch, teacher_arch, method, data, device, precision, repeats
     optimizer = torch.optim.SGD(list(student.parameters()) + list(objective.parameters()), lr=0.1, momentum=0.9,
                                 weight_decay=5e-4)
     generator = torch.Generator().manual_seed(0)
-    train_epoch(student, teacher, objective, optimizer, data, generator, config, device)  # warm-up
+    student.train()
+
+    def epoch():
+        train_epoch(student, teacher, objective, optimizer, train_batches(data, 128, generator, device), config,
+                    device)
+    epoch()  # warm-up
     best = 0.0
     for _ in range(repeats):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t0 = time.perf_counter()
-        train_epoch(student, teacher, objective, optimizer, data, generator, config, device)
+        epoch()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         best = max(best, len(data) / (time.perf_counter() - t0))

@@ -22,3 +22,19 @@ def cifar_root() -> Path:
     if _has_cifar(shared):
         return shared
     pytest.skip("CIFAR-10 not available (set ATLIB_DATA to a directory holding cifar-10-batches-py)")
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory) -> Path:
+    """A tiny ImageFolder tree (3 classes, 6 train + 3 val PNGs each, varied sizes)."""
+    from tiny_images import make_image_folder
+
+    return make_image_folder(tmp_path_factory.mktemp("tiny_folder"))
+
+
+@pytest.fixture(scope="session")
+def tiny_cub(tmp_path_factory) -> Path:
+    """A tiny CUB_200_2011 tree (3 classes x 6 JPEGs, bright bbox on black)."""
+    from tiny_images import make_cub
+
+    return make_cub(tmp_path_factory.mktemp("tiny_cub") / "CUB_200_2011")

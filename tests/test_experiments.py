@@ -66,7 +66,8 @@ def test_protocols_and_methods_of_cells():
 
 
 def test_settings_protocol_note():
-    assert Settings(dataset="cifar10", epochs=200).protocol_note() == ""
+    assert Settings(dataset="cifar10").protocol_note() == ""
+    assert "200 epochs instead" in Settings(dataset="cifar10", epochs=200).protocol_note()
     note = Settings(dataset="sample", epochs=2, train_subset=10).protocol_note()
     assert "sample" in note and "2 epochs" in note and "10 training images" in note
     with pytest.raises(ValueError, match="seed"):
