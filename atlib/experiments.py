@@ -225,6 +225,8 @@ class Settings:
     profile: str = "quick"
     dataset: str = "sample"
     epochs: int | None = None     # None: each protocol's own length (200 CIFAR, 40 fine-tuning, 100 ImageNet)
+    batch_size: int | None = None  # None: each protocol's own (128 CIFAR, 64 fine-tuning, 256 ImageNet)
+    image_size: int | None = None  # image folders only; None: 224
     seeds: list[int] = field(default_factory=lambda: [0])
     train_subset: int | None = None
     test_subset: int | None = None
@@ -264,6 +266,10 @@ class Settings:
             changes.append(f"{self.epochs} epochs instead of the protocol's (lr schedule scaled)")
         if self.train_subset is not None:
             changes.append(f"only {self.train_subset} training images")
+        if self.batch_size is not None:
+            changes.append(f"batch size {self.batch_size} instead of the protocol's")
+        if self.image_size is not None:
+            changes.append(f"{self.image_size}-pixel images instead of 224")
         if self.test_subset is not None:
             changes.append(f"only {self.test_subset} test images")
         if self.precision != "fp32":
@@ -308,6 +314,8 @@ def _config(student, method, options, teacher, teacher_arch, protocol, data, set
     options = {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
     protocol_fields = dict(PROTOCOLS[protocol])
     full_epochs, milestones = protocol_fields.pop("epochs"), protocol_fields.pop("milestones")
+    if settings.batch_size is not None:
+        protocol_fields["batch_size"] = settings.batch_size
     epochs = settings.epochs or full_epochs
     at_from_start = options.pop("at_from_start", False)
     terms = method_terms(method, **options)
@@ -319,7 +327,7 @@ def _config(student, method, options, teacher, teacher_arch, protocol, data, set
     else:
         root_field, kind = FOLDER_DATA[data]
         where = dict(dataset=kind, data_root=getattr(settings, root_field), workers=settings.workers,
-                     weights_dir=settings.weights_dir)
+                     weights_dir=settings.weights_dir, image_size=settings.image_size or 224)
     return RunConfig(student=student, method=method, terms=terms, teacher=teacher, teacher_arch=teacher_arch,
                      epochs=epochs, lr_milestones=scaled_milestones(epochs, milestones, full_epochs), seed=seed,
                      precision=settings.precision, device=settings.device, **where, **protocol_fields)

@@ -22,12 +22,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def weights_dir(tmp_path_factory):
-    """Stand-ins for torchvision's ImageNet files: torchvision ResNets (random, seeded) saved under their names, with
-    BN running statistics gathered on random images so that frozen BN layers normalise as trained ones do."""
+    """Stand-ins for torchvision's ImageNet files: torchvision ResNets (random, seeded, residual branches starting at
+    zero) saved under their names, with BN running statistics gathered on random images so that frozen BN layers
+    normalise as trained ones do."""
     d = tmp_path_factory.mktemp("weights")
     for arch, fn in (("resnet-18", torchvision.models.resnet18), ("resnet-34", torchvision.models.resnet34)):
         torch.manual_seed(1)
-        model = fn(weights=None)
+        model = fn(weights=None, zero_init_residual=True)
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.momentum = None  # cumulative average
@@ -172,3 +173,31 @@ def test_torchrun_two_processes_match_one(tiny_folder, weights_dir, tmp_path):
     w1, w2 = s1.load_weights(run_id), s2.load_weights(run_id)
     for k in w1:
         torch.testing.assert_close(w2[k], w1[k], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_table4_and_table5_notebooks_on_tiny_folders(tiny_cub, tiny_folder, weights_dir, tmp_path):
+    """Notebooks 07 and 08 through papermill (protocols as in the paper except epochs, batch and image size),
+    then the report's Table 4/5 tables and Figure 7a / Figure 6 images."""
+    import pandas as pd
+
+    from atlib import report
+    from atlib.pipeline import run_sequence
+    from tiny_images import make_image_folder
+
+    imagenet = make_image_folder(tmp_path / "imagenet", classes=tuple("abcdefg"), per_class_train=4,
+                                 per_class_val=2)  # more than 5 classes: top-5 error is defined
+    overrides = {"epochs": 2, "batch_size": 6, "image_size": 64, "cub_root": str(tiny_cub),
+                 "scenes_root": str(tiny_folder), "imagenet_root": str(imagenet), "weights_dir": str(weights_dir),
+                 "results_dir": str(tmp_path)}
+    run_sequence("quick", overrides=overrides, only=["07", "08"], progress=False, log=lambda _m: None)
+    root = tmp_path / "quick"
+    for table, grid in experiments.LARGE_TABLES.items():
+        summary = pd.read_csv(root / "tables" / f"{table}.csv")
+        assert list(zip(summary["row"], summary["column"])) == [(c.row, c.column) for c in grid()]
+        assert summary["ours_median"].between(0, 100).all(), table
+    settings = experiments.Settings(**{**overrides, "profile": "quick", "dataset": "sample"})
+    figures = report.large_image_figures(settings)
+    assert set(figures) == {"Figure 7a: ImageNet top-5 error vs epoch", "Figure 6 style: top-level attention on CUB",
+                            "Figure 6 style: top-level attention on Scenes"}
+    assert all(p.read_bytes().startswith(b"\x89PNG") and p.stat().st_size > 1000 for p in figures.values())
