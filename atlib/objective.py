@@ -121,30 +121,28 @@ class ActivationTransferTerm(Term):
         return sum(pairs.values()), {f"g{g + 1}": v for g, v in pairs.items()}
 
 
-class GradientAttentionTransferTerm(Term):
-    """Gradient-based AT: ``losses.gradient_at_loss`` between student and teacher input gradients."""
+class InputGradientTerm(Term):
+    """Base of the terms built on the student's input gradient (double backpropagation), weighted by beta."""
 
-    needs_teacher = True
     needs_student_input_grad = True
 
     def __init__(self, beta: float = 1.0):
         super().__init__()
         losses._check_weight("beta", beta)
         self.beta = beta
+
+
+class GradientAttentionTransferTerm(InputGradientTerm):
+    """Gradient-based AT: ``losses.gradient_at_loss`` between student and teacher input gradients."""
+
+    needs_teacher = True
 
     def forward(self, ctx: BatchContext):
         return losses.gradient_at_loss(ctx.student_input_grad, ctx.teacher_input_grad, self.beta)
 
 
-class SymmetryNormTerm(Term):
+class SymmetryNormTerm(InputGradientTerm):
     """Symmetry norm: ``losses.symmetry_loss`` (one more student forward/backward on the flipped batch)."""
-
-    needs_student_input_grad = True
-
-    def __init__(self, beta: float = 1.0):
-        super().__init__()
-        losses._check_weight("beta", beta)
-        self.beta = beta
 
     def forward(self, ctx: BatchContext):
         flipped, _, _ = losses.input_gradient(ctx.student, torch.flip(ctx.x, dims=[-1]), ctx.labels,
@@ -152,15 +150,8 @@ class SymmetryNormTerm(Term):
         return losses.symmetry_loss(ctx.student_input_grad, flipped, self.beta)
 
 
-class MinL2Term(Term):
+class MinL2Term(InputGradientTerm):
     """min-l2: ``losses.min_l2_loss`` of the student's input gradient."""
-
-    needs_student_input_grad = True
-
-    def __init__(self, beta: float = 1.0):
-        super().__init__()
-        losses._check_weight("beta", beta)
-        self.beta = beta
 
     def forward(self, ctx: BatchContext):
         return losses.min_l2_loss(ctx.student_input_grad, self.beta)

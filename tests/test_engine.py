@@ -76,23 +76,28 @@ def test_finished_run_is_not_retrained(tmp_path, monkeypatch):
     assert len(RunStore(tmp_path).read_metrics(first["run_id"])) == 1
 
 
-def test_in_process_resume_matches_uninterrupted(tmp_path, monkeypatch):
-    cfg = tiny(epochs=3)
-    full = engine.train(cfg, results=tmp_path / "a", progress=False, log=None)
+def interrupt_at_epoch(cfg, results, epoch, monkeypatch):
+    """Train ``cfg`` and raise KeyboardInterrupt when epoch ``epoch`` (1-based) starts."""
     real_epoch = engine.train_epoch
     calls = {"n": 0}
 
-    def crash_on_third(*args, **kwargs):
+    def interrupted(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == epoch:
             raise KeyboardInterrupt
         return real_epoch(*args, **kwargs)
-    monkeypatch.setattr(engine, "train_epoch", crash_on_third)
+    monkeypatch.setattr(engine, "train_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        engine.train(cfg, results=tmp_path / "b", progress=False, log=None)
+        engine.train(cfg, results=results, progress=False, log=None)
+    monkeypatch.setattr(engine, "train_epoch", real_epoch)
+
+
+def test_in_process_resume_matches_uninterrupted(tmp_path, monkeypatch):
+    cfg = tiny(epochs=3)
+    full = engine.train(cfg, results=tmp_path / "a", progress=False, log=None)
+    interrupt_at_epoch(cfg, tmp_path / "b", 3, monkeypatch)
     store = RunStore(tmp_path / "b")
     assert store.status(full["run_id"]) == "interrupted" and len(store.read_metrics(full["run_id"])) == 2
-    monkeypatch.setattr(engine, "train_epoch", real_epoch)
     resumed = engine.train(cfg, results=tmp_path / "b", progress=False, log=None)
     strip = lambda rows: [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for r in rows]
     assert strip(store.read_metrics(full["run_id"])) == strip(RunStore(tmp_path / "a").read_metrics(full["run_id"]))
@@ -122,18 +127,7 @@ def test_nan_loss_stops_with_message_and_keeps_records(tmp_path, monkeypatch):
 
 def test_corrupt_checkpoint_is_reported_then_restart_discards_it(tmp_path, monkeypatch):
     cfg = tiny(epochs=2)
-    real_epoch = engine.train_epoch
-    calls = {"n": 0}
-
-    def crash_on_second(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real_epoch(*args, **kwargs)
-    monkeypatch.setattr(engine, "train_epoch", crash_on_second)
-    with pytest.raises(KeyboardInterrupt):
-        engine.train(cfg, results=tmp_path, progress=False, log=None)
-    monkeypatch.setattr(engine, "train_epoch", real_epoch)
+    interrupt_at_epoch(cfg, tmp_path, 2, monkeypatch)
     store = RunStore(tmp_path)
     run_id = store.list_runs()[0]["run_id"]
     ckpt = store.run_dir(run_id) / "checkpoint.pt"
