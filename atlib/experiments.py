@@ -39,7 +39,8 @@ AT_START_FRACTION = 0.6  # Table 5: AT on the last 2 groups is added at epoch 60
 
 # Where a cell's data comes from: "cifar" (Settings.dataset / data_root) or an image-folder dataset, as
 # (Settings field holding its root, folder kind).
-FOLDER_DATA = {"cub": ("cub_root", "cub"), "scenes": ("scenes_root", "folder"), "imagenet": ("imagenet_root", "imagenet")}
+FOLDER_DATA = {"cub": ("cub_root", "cub"), "scenes": ("scenes_root", "folder"),
+               "imagenet": ("imagenet_root", "imagenet")}
 
 # -- teachers: key -> (architecture, protocol, data) ---------------------------------------------------------------
 TEACHERS: dict[str, tuple[str, str, str]] = {

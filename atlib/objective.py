@@ -9,8 +9,8 @@ A method of the paper is data, e.g. AT+KD is ``{"kd": {"T": 4, "alpha": 0.9}, "a
     out.details                   # {"at/g1": ..., "at/g2": ..., "at/g3": ...} per-group AT values (1-based names)
 
 Every term accepts an optional ``weight`` (default 1) and ``start_epoch`` (default 0: the term is inactive before
-that 0-based epoch; the ImageNet protocol adds AT at epoch 60 of 100). Term names: see ``TERMS``. Terms share one student forward
-and, when needed, one input-gradient computation per batch (``BatchContext``).
+that 0-based epoch; the ImageNet protocol adds AT at epoch 60 of 100). Term names: see ``TERMS``.
+Terms share one student forward and, when needed, one input-gradient computation per batch (``BatchContext``).
 """
 
 from __future__ import annotations

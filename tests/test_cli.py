@@ -109,6 +109,6 @@ def test_rerun_of_finished_run_and_runs_listing(teacher):
     assert again.returncode == 0 and "not retrained" in again.stdout
     listing = atlib("runs", "--results", str(results))
     assert listing.returncode == 0
-    line = next(l for l in listing.stdout.splitlines() if l.startswith(teacher_id))
+    line = next(row for row in listing.stdout.splitlines() if row.startswith(teacher_id))
     record = json.loads((RunStore(results).run_dir(teacher_id) / "record.json").read_text())
     assert "finished" in line and f"{record['test_error']:.2f}%" in line

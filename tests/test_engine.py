@@ -99,7 +99,9 @@ def test_in_process_resume_matches_uninterrupted(tmp_path, monkeypatch):
     store = RunStore(tmp_path / "b")
     assert store.status(full["run_id"]) == "interrupted" and len(store.read_metrics(full["run_id"])) == 2
     resumed = engine.train(cfg, results=tmp_path / "b", progress=False, log=None)
-    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for r in rows]
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for r in rows]
     assert strip(store.read_metrics(full["run_id"])) == strip(RunStore(tmp_path / "a").read_metrics(full["run_id"]))
     assert resumed["test_error"] == full["test_error"]
     a, b = RunStore(tmp_path / "a").load_weights(full["run_id"]), store.load_weights(full["run_id"])

@@ -7,9 +7,9 @@ The authors never released their NIN code. REFERENCE.md section 4 gives a BN NIN
     group3: 3x3 conv 192, 1x1 conv 192, 1x1 conv 192, 8x8 global avg pool
     head:   linear 192 -> classes
 
-That is ``NIN_WIDE_WIDTHS`` (1,005,642 trainable parameters with BN). The paper's NIN-thin has about 0.2M parameters but its
-widths are not published; we scale every width by 0.45 and round (``NIN_THIN_WIDTHS`` = 86, 72, 43 | 86, 86, 86 |
-86, 86, 86: 206,640 with BN, 205,923 without), keeping the same shape.
+That is ``NIN_WIDE_WIDTHS`` (1,005,642 trainable parameters with BN). The paper's NIN-thin has about 0.2M
+parameters but its widths are not published; we scale every width by 0.45 and round (``NIN_THIN_WIDTHS`` =
+86, 72, 43 | 86, 86, 86 | 86, 86, 86: 206,640 with BN, 205,923 without), keeping the same shape.
 
 Each conv is followed by BN (optional) and ReLU. A group's output is the activation just before its pooling layer:
 with ``relu_before_pool=True`` (the usual NIN) that is the ReLU output; with ``relu_before_pool=False`` the last conv

@@ -18,7 +18,8 @@ class GroupedResNet(nn.Module):
     def __init__(self, net: torchvision.models.ResNet):
         super().__init__()
         self.net = net
-        self.group_channels = [layer[-1].conv2.out_channels for layer in (net.layer1, net.layer2, net.layer3, net.layer4)]
+        layers = (net.layer1, net.layer2, net.layer3, net.layer4)
+        self.group_channels = [layer[-1].conv2.out_channels for layer in layers]
 
     def forward(self, x: torch.Tensor):
         n = self.net
