@@ -82,7 +82,8 @@ def _valid_png(path: Path) -> bool:
     with Image.open(path) as image:
         image.verify()
     with Image.open(path) as image:
-        return image.size[0] > 50 and image.size[1] > 50 and len(image.convert("L").histogram()) and sum(1 for c in image.convert("L").histogram() if c) > 10
+        grey_levels = sum(1 for count in image.convert("L").histogram() if count)
+        return image.size[0] > 50 and image.size[1] > 50 and grey_levels > 10
 
 
 @pytest.mark.slow
