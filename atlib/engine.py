@@ -223,6 +223,8 @@ def train_epoch(student: nn.Module, teacher: nn.Module | None, objective: Object
         wrong += (out.logits.detach().argmax(1) != y).sum()
         if bar is not None:
             bar.update(b * ctx.world_size)
+            if bar.n // (b * ctx.world_size) % 10 == 1:  # every 10 batches: reading the loss waits for the device
+                bar.set_postfix(loss=f"{out.total.item():.4f}", refresh=False)
     names = sorted(sums)
     totals = all_reduce_sum(torch.stack([sums[n] for n in names] + [wrong, seen]), ctx).tolist()
     means = {name: total / totals[-1] for name, total in zip(names, totals)}

@@ -64,6 +64,12 @@ def test_teacher_is_frozen_in_eval_mode(teacher_results):
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
+def test_progress_bar_shows_loss_and_speed(tmp_path, capsys):
+    engine.train(tiny(epochs=1, train_subset=1280), results=tmp_path, progress=True, log=None)
+    err = capsys.readouterr().err
+    assert "loss=" in err and "img/s" in err
+
+
 def test_finished_run_is_not_retrained(tmp_path, monkeypatch):
     cfg = tiny(epochs=1)
     first = engine.train(cfg, results=tmp_path, progress=False, log=None)
