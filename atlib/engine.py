@@ -86,20 +86,23 @@ def load_teacher(config: RunConfig, store: RunStore) -> tuple[nn.Module, str, st
         canonical = run_id
     if config.teacher_arch is not None and config.teacher_arch != arch:
         raise TrainingError(f"teacher_arch {config.teacher_arch!r} does not match the teacher's architecture {arch!r}")
-    state = {k: v for k, v in state.items()}
     if arch.startswith("resnet-") and not any(k.startswith("net.") for k in state):
         state = {f"net.{k}": v for k, v in state.items()}  # torchvision's own key names
-    head = [v for k, v in state.items() if k.endswith("fc.weight")]
-    num_classes = head[0].shape[0] if head else 10
-    model = build_model(arch, num_classes=num_classes, init="standard")
     try:
-        model.load_state_dict(state)
+        model = model_from_state(arch, state)
     except (RuntimeError, TypeError) as e:
         raise TrainingError(f"teacher weights do not fit {arch}: {' '.join(str(e).split())[:200]}") from None
-    model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
     return model, arch, canonical
+
+
+def model_from_state(arch: str, state: dict) -> nn.Module:
+    """An eval-mode ``arch`` holding ``state``; the class count is read from the state's final linear layer."""
+    head = [v for k, v in state.items() if k.endswith("fc.weight")]
+    model = build_model(arch, num_classes=head[-1].shape[0] if head else 10, init="standard")
+    model.load_state_dict(state)
+    return model.eval()
 
 
 def prepare(config: RunConfig, store: RunStore) -> tuple[RunConfig, str, nn.Module | None]:

@@ -23,7 +23,7 @@ import torch  # noqa: E402
 from .attention import attention_image  # noqa: E402
 from .data import ImageSet, normalize  # noqa: E402
 from .experiments import TABLE_TITLES, Cell, Settings, run_id_for  # noqa: E402
-from .models import build_model  # noqa: E402
+from .engine import model_from_state  # noqa: E402
 from .store import RunStore  # noqa: E402
 
 SUMMARY_COLUMNS = ["row", "column", "ours_median", "n", "ours_min", "ours_max", "paper", "ours_minus_paper"]
@@ -92,11 +92,7 @@ def load_trained(cell_or_run_id: Cell | str, settings: Settings, seed: int | Non
     store = RunStore(settings.root)
     run_id = cell_or_run_id if isinstance(cell_or_run_id, str) else run_id_for(
         cell_or_run_id, settings, settings.seeds[0] if seed is None else seed)
-    state = store.load_weights(run_id)
-    num_classes = [v for k, v in state.items() if k.endswith("fc.weight")][-1].shape[0]
-    model = build_model(store.read_config(run_id)["student"], num_classes=num_classes, init="standard")
-    model.load_state_dict(state)
-    return model.eval()
+    return model_from_state(store.read_config(run_id)["student"], store.load_weights(run_id))
 
 
 def pick_images(data: ImageSet, count: int = 4, seed: int = 0) -> ImageSet:
