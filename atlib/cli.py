@@ -1,4 +1,4 @@
-"""Command line: ``python -m atlib train ...`` and ``python -m atlib runs``.
+"""Command line: ``python -m atlib train|runs|reproduce|plan ...``.
 
 Every user error (unknown architecture or method, missing teacher run, missing data, bad option value) exits with
 code 2 and one line naming the problem, never a traceback.
@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .config import ConfigError, RunConfig
 from .data import DataError
 from .engine import DEFAULT_RESULTS, TrainingError, train
+from .experiments import TABLES
 from .methods import METHODS, method_terms
 from .pipeline import PipelineError
 from .store import RunStore, StoreError
@@ -86,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--results", default=DEFAULT_RESULTS, help="results directory (default ./results)")
     t.add_argument("--restart", action="store_true", help="discard this run's checkpoint and records, train anew")
     t.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    t.add_argument("--no-graph", dest="graph", action="store_false", default=None,
+                   help="on a GPU, run the step eagerly instead of capturing it as a CUDA graph")
 
     rp = sub.add_parser("reproduce", help="run the notebook sequence with papermill for a profile")
     rp.add_argument("--profile", default="quick", help="quick (default), one-seed, paper, or a YAML file")
@@ -93,6 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--device", help="override the profile's device")
     rp.add_argument("--data-root", help="override the profile's data root")
     rp.add_argument("--results", dest="results_dir", help="override the profile's results directory")
+
+    pl = sub.add_parser("plan", help="list the groups a profile's CIFAR-10 suite trains and estimate GPU time")
+    pl.add_argument("--profile", default="paper", help="quick, one-seed, paper (default), or a YAML file")
+    pl.add_argument("--rates", help="benchmark JSON with measured throughput per group shape "
+                    "(benchmarks/throughput.py --plan PROFILE --json FILE)")
+    pl.add_argument("--cohort", type=int, default=16, help="largest cohort (default 16, as on a GPU)")
+    pl.add_argument("--share-batches", action="store_true", help="cohorts of one seed share batches and teacher "
+                    "passes")
+    pl.add_argument("--tables", nargs="+", help=f"tables to plan (default all CIFAR-10 ones: {', '.join(TABLES)})")
 
     r = sub.add_parser("runs", help="list stored runs with their status and final test error")
     r.add_argument("--results", default=DEFAULT_RESULTS)
@@ -117,7 +130,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.teacher is None and config.needs_teacher:
         raise ConfigError(f"method {args.method!r} needs --teacher")
     record = train(config, results=args.results, progress=not args.quiet, restart=args.restart,
-                   log=None if args.quiet else print)
+                   log=None if args.quiet else print, graph=args.graph)
     print(f"{record['run_id']}\ttest error {record['test_error']:.2f}%")
     return 0
 
@@ -142,7 +155,25 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "runs": cmd_runs, "reproduce": cmd_reproduce}
+def cmd_plan(args: argparse.Namespace) -> int:
+    from .experiments import settings_from_profile
+    from .plan import estimate, format_plan, load_rates, plan_groups
+    for name in args.tables or []:
+        if name not in TABLES:
+            raise ConfigError(f"unknown table {name!r}; expected some of {', '.join(TABLES)}")
+    if args.cohort < 1:
+        raise ConfigError(f"--cohort must be at least 1, got {args.cohort}")
+    settings = settings_from_profile(args.profile, cohort=args.cohort, share_batches=args.share_batches)
+    rows = plan_groups(settings, args.tables)
+    if args.rates:
+        if not Path(args.rates).is_file():
+            raise ConfigError(f"--rates file {args.rates} does not exist")
+        rows = estimate(rows, load_rates(args.rates))
+    print(format_plan(rows))
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "runs": cmd_runs, "reproduce": cmd_reproduce, "plan": cmd_plan}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,6 +39,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from . import losses
+from .attention import attention_map, resize_map
 from .models.wrn import PreActBlock, WideResNet
 from .objective import validate_spec
 
@@ -360,3 +361,153 @@ def cohort_losses(logits: torch.Tensor, groups: Sequence[torch.Tensor], labels, 
     if not totals:
         raise ValueError(f"no loss term is active at epoch {epoch} for any student")
     return sum(totals), per_student
+
+
+# ------------------------------------------------------------------------------------------------ vectorised losses
+
+_INDEX_CACHE: dict[tuple, torch.Tensor] = {}
+
+
+def _constant(values: Sequence, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A cached constant tensor: made once (eagerly), so a CUDA-graph capture never copies from the host."""
+    key = (str(device), dtype, tuple(values))
+    t = _INDEX_CACHE.get(key)
+    if t is None:
+        t = _INDEX_CACHE[key] = torch.tensor(list(values), dtype=dtype, device=device)
+    return t
+
+
+def _index(idx: Sequence[int], device: torch.device) -> torch.Tensor:
+    return _constant(idx, torch.long, device)
+
+
+def _take(t: torch.Tensor, idx: Sequence[int], dim: int = 1) -> torch.Tensor:
+    """``t`` restricted to entries ``idx`` along ``dim`` (a view when ``idx`` is a contiguous run)."""
+    idx = list(idx)
+    if idx == list(range(idx[0], idx[0] + len(idx))):
+        return t.narrow(dim, idx[0], len(idx))
+    return t.index_select(dim, _index(idx, t.device))
+
+
+def _scatter(values: torch.Tensor, idx: Sequence[int], k: int) -> torch.Tensor:
+    if list(idx) == list(range(k)):
+        return values
+    return values.new_zeros(k).index_add(0, _index(idx, values.device), values)
+
+
+def _ce_vector(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(B, k, N) logits, (k, B) labels -> (k,) mean cross-entropies."""
+    return F.cross_entropy(losses.full_precision(logits).permute(0, 2, 1), labels.t(), reduction="none").mean(0)
+
+
+def _kd_vector(logits, teacher_logits, labels, T: float, alpha: float) -> torch.Tensor:
+    """``losses.kd_loss`` per student: (B, k, N) logits, teacher logits broadcastable to them, (k, B) labels."""
+    losses.kd_loss(torch.zeros(1, 2), torch.zeros(1, 2), torch.zeros(1, dtype=torch.long), T, alpha)  # validate
+    s = F.log_softmax(losses.full_precision(logits) / T, dim=2)
+    t = F.log_softmax(losses.full_precision(teacher_logits.detach()) / T, dim=2)
+    soft = (t.exp() * (t - s)).sum(2).mean(0)
+    return alpha * T * T * soft + (1.0 - alpha) * _ce_vector(logits, labels)
+
+
+def _maps(t: torch.Tensor, p: float, kind: str) -> torch.Tensor:
+    """(B, k, C, H, W) -> (B, k, H, W) attention maps in float32."""
+    b, k = t.shape[:2]
+    return attention_map(losses.full_precision(t).reshape(b * k, *t.shape[2:]), p=p, kind=kind).view(
+        b, k, *t.shape[-2:])
+
+
+def _at_vectors(groups, k_total: int, idx, teacher_groups, tcols, beta, p, kind, sel, form) -> dict[int, torch.Tensor]:
+    """Per selected group g: (len(idx),) AT values of students ``idx`` (``losses.at_pair_losses`` per student)."""
+    chosen = losses.select_pairs(list(groups), list(teacher_groups), sel)
+    losses.at_pair_losses([torch.ones(1, 1, 1, 1)], [torch.ones(1, 1, 1, 1)], beta, p, kind, None, form)  # validate
+    out = {}
+    for g in chosen:
+        sg = groups[g]
+        b = sg.shape[0]
+        ms = _maps(_take(sg.view(b, k_total, sg.shape[1] // k_total, *sg.shape[2:]), idx), p, kind)
+        tg = teacher_groups[g].detach()
+        mt = _maps(tg if tg.shape[1] == 1 and set(tcols) == {0} else _take(tg, tcols), p, kind)
+        if ms.shape[-2:] != mt.shape[-2:]:
+            size = (min(ms.shape[-2], mt.shape[-2]), min(ms.shape[-1], mt.shape[-1]))
+            ms = resize_map(ms.flatten(0, 1), size).view(b, -1, *size)
+            mt = resize_map(mt.flatten(0, 1), size).view(b, -1, *size)
+        qs = F.normalize(ms.flatten(2), p=2, dim=2, eps=1e-12)
+        qt = F.normalize(mt.flatten(2), p=2, dim=2, eps=1e-12)
+        diff = qs - qt
+        if form == "code":
+            out[g] = beta * diff.pow(2).mean(dim=(0, 2))
+        else:
+            out[g] = (beta / 2) * torch.linalg.vector_norm(diff, dim=2).mean(0)
+    return out
+
+
+def cohort_loss_vectors(logits: torch.Tensor, groups: Sequence[torch.Tensor], labels: torch.Tensor,
+                        teacher_logits: torch.Tensor | None, teacher_groups: Sequence[torch.Tensor] | None,
+                        teacher_cols: Sequence[int | None] | None, specs, epoch: int = 0):
+    """The K students' objectives computed together (students sharing a term and its options in one batch of ops).
+
+    ``logits`` (B, K, N) and ``groups`` [(B, K*C_g, H, W)] from ``CohortWRN.forward``; ``labels`` (K, B);
+    teacher outputs with a student axis: ``teacher_logits`` (B, Kt, N), ``teacher_groups`` [(B, Kt, C_t, H, W)];
+    ``teacher_cols[i]`` is student i's column in them (None: no teacher). Kt = 1 with every column 0 is one teacher
+    pass shared by all students (they saw the same batch).
+
+    Returns ``(total, terms, details, active)``: ``terms`` and ``details`` map names ("ce", "at", "at/g1", ...) to
+    (K,) vectors of weighted values (0 for students without that term), ``active[i]`` lists student i's active
+    term names, then its detail names. Equals ``cohort_losses`` (the per-student loop) to float rounding.
+    """
+    if logits.dim() != 3:
+        raise ValueError(f"cohort logits must be (B, K, classes), got {tuple(logits.shape)}")
+    b, k = logits.shape[:2]
+    specs = list(specs)
+    validate_cohort_specs(specs, k)
+    if labels.dim() != 2 or labels.shape[0] != k:
+        raise ValueError(f"cohort labels must be (K={k}, B), got {tuple(labels.shape)}")
+    buckets: dict[tuple, tuple[str, dict, list[int], list[float]]] = {}
+    active: list[list[str]] = [[] for _ in range(k)]
+    for i, spec in enumerate(specs):
+        for name, spec_options in spec.items():
+            weight, start, options = _options(spec_options)
+            if epoch < start:
+                continue
+            if name in ("kd", "at") and (teacher_logits is None or teacher_cols is None or teacher_cols[i] is None):
+                raise ValueError(f"student {i}: term {name!r} needs a teacher output")
+            key = (name, repr(sorted(options.items())))
+            bucket = buckets.setdefault(key, (name, options, [], []))
+            bucket[2].append(i)
+            bucket[3].append(weight)
+            active[i].append(name)
+    if not buckets:
+        raise ValueError(f"no loss term is active at epoch {epoch} for any student")
+    terms: dict[str, torch.Tensor] = {}
+    details: dict[str, torch.Tensor] = {}
+
+    def add(store: dict, name: str, values: torch.Tensor, idx, weights) -> torch.Tensor:
+        w = weights[0] if len(set(weights)) == 1 else _constant(weights, values.dtype, values.device)
+        weighted = values * w
+        full = _scatter(weighted, idx, k)
+        store[name] = store[name] + full if name in store else full
+        return weighted
+
+    total = None
+    for name, options, idx, weights in buckets.values():
+        lg = _take(logits, idx)
+        y = _take(labels, idx, dim=0)
+        if name == "ce":
+            value = add(terms, name, _ce_vector(lg, y), idx, weights)
+        elif name == "kd":
+            tcols = [teacher_cols[i] for i in idx]
+            tl = teacher_logits if teacher_logits.shape[1] == 1 and set(tcols) == {0} else _take(teacher_logits, tcols)
+            value = add(terms, name, _kd_vector(lg, tl, y, options.get("T", 4.0), options.get("alpha", 0.9)), idx,
+                        weights)
+        else:  # "at"
+            sel = options.get("groups")
+            pairs = _at_vectors(groups, k, idx, teacher_groups, [teacher_cols[i] for i in idx],
+                                options.get("beta", 1000.0), options.get("p", 2), options.get("kind", "sum"),
+                                None if sel is None else [int(g) for g in sel], options.get("form", "code"))
+            value = add(terms, name, sum(pairs.values()), idx, weights)
+            for g, v in pairs.items():
+                add(details, f"at/g{g + 1}", v, idx, weights)
+                for i in idx:
+                    active[i].append(f"at/g{g + 1}")
+        total = value.sum() if total is None else total + value.sum()
+    return total, terms, details, active

@@ -29,7 +29,9 @@ from .data import FOLDER_KINDS, ImageSet, eval_batches, folder_batches, load_dat
 from .distributed import Dist, all_reduce_sum, average_gradients, barrier, setup, teardown
 from .models import build_model, count_parameters
 from .models.pretrained import WeightsError, freeze, load_pretrained, read_state_dict, set_train_mode
+from .losses import full_precision
 from .objective import Objective, build_objective
+from .steps import StepRunner, zero_momentum
 from .store import RunStore, StoreError
 
 DEFAULT_RESULTS = "results"
@@ -179,8 +181,8 @@ def make_source(config: RunConfig, device: torch.device, ctx: Dist):
 
 
 def _autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision == "bf16":  # no weight-cast cache: a CUDA graph must not capture cached casts
+        return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)
     return contextlib.nullcontext()
 
 
@@ -191,7 +193,7 @@ def evaluate(model: nn.Module, source, config: RunConfig, device: torch.device, 
     with torch.no_grad(), _autocast(device, config.precision):
         for x, y in source.eval_batches():
             logits, _ = model(x)
-            logits = logits.float()
+            logits = full_precision(logits)
             sums[0] += nn.functional.cross_entropy(logits, y, reduction="sum")
             sums[1] += (logits.argmax(1) != y).sum()
             k = min(5, logits.shape[1])
@@ -204,15 +206,13 @@ def evaluate(model: nn.Module, source, config: RunConfig, device: torch.device, 
     return out
 
 
-def train_epoch(student: nn.Module, teacher: nn.Module | None, objective: Objective, optimizer, batches,
-                config: RunConfig, device: torch.device, bar=None, ctx: Dist = Dist()) -> dict[str, float]:
-    """One epoch of SGD over ``batches``; returns mean train loss, train error (%) and the mean of every term and
-    detail (over all processes). The caller sets train/eval modes."""
-    sums: dict[str, torch.Tensor] = {}
-    wrong = torch.zeros((), device=device, dtype=torch.float64)
-    seen = torch.zeros((), device=device, dtype=torch.float64)
+def make_step(student: nn.Module, teacher: nn.Module | None, objective: Objective, optimizer,
+              config: RunConfig, device: torch.device, ctx: Dist = Dist()):
+    """The step body of one run (see ``atlib.steps``): one SGD step on ``(x, y)``, returning the batch's sums of
+    the loss, every term and detail, and the number of wrong predictions."""
     extra = [p for p in objective.parameters() if p.requires_grad]  # F-ActT adapters: not inside DDP
-    for x, y in batches:
+
+    def body(x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         with _autocast(device, config.precision):
             out = objective(student, teacher, x, y)
         optimizer.zero_grad(set_to_none=True)
@@ -220,16 +220,33 @@ def train_epoch(student: nn.Module, teacher: nn.Module | None, objective: Object
         average_gradients(extra, ctx)
         optimizer.step()
         b = y.shape[0]
-        seen += b
-        for name, value in {"loss": out.total, **out.terms, **out.details}.items():
-            sums[name] = sums.get(name, 0) + value.detach().double() * b
-        wrong += (out.logits.detach().argmax(1) != y).sum()
+        stats = {name: value.detach().double() * b for name, value in {"loss": out.total, **out.terms,
+                                                                        **out.details}.items()}
+        stats["wrong"] = (out.logits.detach().argmax(1) != y).sum().double()
+        return stats
+
+    return body
+
+
+def train_epoch(student: nn.Module, teacher: nn.Module | None, objective: Objective, optimizer, batches,
+                config: RunConfig, device: torch.device, bar=None, ctx: Dist = Dist(),
+                runner: StepRunner | None = None) -> dict[str, float]:
+    """One epoch of SGD over ``batches``; returns mean train loss, train error (%) and the mean of every term and
+    detail (over all processes). The caller sets train/eval modes. ``runner`` (eager if None) runs the steps."""
+    if runner is None:
+        runner = StepRunner(make_step(student, teacher, objective, optimizer, config, device, ctx), device)
+    runner.reset()
+    for x, y in batches:
+        runner(x, y)
         if bar is not None:
-            bar.update(b * ctx.world_size)
-            if bar.n // (b * ctx.world_size) % 10 == 1:  # every 10 batches: reading the loss waits for the device
-                bar.set_postfix(loss=f"{out.total.item():.4f}", refresh=False)
-    names = sorted(sums)
-    totals = all_reduce_sum(torch.stack([sums[n] for n in names] + [wrong, seen]), ctx).tolist()
+            b = y.shape[0] * ctx.world_size
+            bar.update(b)
+            if bar.n // b % 10 == 1 and "loss" in runner.sums:  # every 10 batches: reading waits for the device
+                bar.set_postfix(loss=f"{runner.sums['loss'].item() / runner.seen:.4f}", refresh=False)
+    sums = runner.totals()
+    names = [n for n in sums if n != "wrong"]
+    seen = torch.tensor(float(runner.seen), dtype=torch.float64, device=device)
+    totals = all_reduce_sum(torch.stack([sums[n] for n in names] + [sums["wrong"], seen]), ctx).tolist()
     means = {name: total / totals[-1] for name, total in zip(names, totals)}
     if not all(math.isfinite(v) for v in means.values()):
         bad = {k: v for k, v in means.items() if not math.isfinite(v)}
@@ -272,22 +289,33 @@ def build_student(config: RunConfig, num_classes: int, device: torch.device) -> 
     return student.to(device)
 
 
+def graph_wanted(graph: bool | None, device: torch.device, ctx: Dist, source) -> bool:
+    """Capture the step as a CUDA graph? ``graph`` None (auto): on a single CUDA process with device-resident
+    CIFAR data. True where impossible is an error."""
+    possible = device.type == "cuda" and not ctx.enabled and isinstance(source, CifarSource)
+    if graph and not possible:
+        raise TrainingError(f"CUDA graphs need one CUDA process and CIFAR data (device {device}, "
+                            f"{ctx.world_size} processes, dataset {source.config.dataset})")
+    return possible if graph is None else bool(graph)
+
+
 def train(config: RunConfig, results: str | Path = DEFAULT_RESULTS, progress: bool = True, restart: bool = False,
-          log: Callable[[str], None] | None = print) -> dict:
+          log: Callable[[str], None] | None = print, graph: bool | None = None) -> dict:
     """Train ``config`` (or return its record if finished). Returns the record dict.
 
+    ``graph``: capture the training step as a CUDA graph (None: whenever possible, see ``graph_wanted``).
     Under ``torchrun`` every process calls this with the same configuration; rank 0 alone writes to the store."""
     device, ctx = None, Dist()
     try:
         device = resolve_device(config.device)
         ctx, device = setup(device)
         return _train(config, Path(results), progress and ctx.is_main, restart, log if ctx.is_main else None,
-                      device, ctx)
+                      device, ctx, graph)
     finally:
         teardown(ctx)
 
 
-def _train(config, results, progress, restart, log, device, ctx) -> dict:
+def _train(config, results, progress, restart, log, device, ctx, graph=None) -> dict:
     log = log or (lambda _msg: None)
     store = RunStore(results)
     config, run_id, teacher = prepare(config, store)
@@ -334,23 +362,31 @@ def _train(config, results, progress, restart, log, device, ctx) -> dict:
         model = nn.parallel.DistributedDataParallel(student, device_ids=[device.index] if device.type == "cuda"
                                                     else None)
 
+    use_graph = graph_wanted(graph, device, ctx, source)
+    runner = StepRunner(make_step(model, teacher, objective, optimizer, config, device, ctx), device, use_graph,
+                        log=log)
     environment = {"device": str(device), "device_name": _device_name(device), "torch": torch.__version__,
-                   "python": platform.python_version(), "processes": ctx.world_size}
+                   "python": platform.python_version(), "processes": ctx.world_size, "cuda_graph": use_graph}
     full_config = config.to_dict()
+    step_key = None
     for epoch in range(start_epoch, config.epochs):
         lr = config.lr_at(epoch)
         if epoch > 0 and lr != config.lr_at(epoch - 1) and config.reset_momentum_at_drops:
-            optimizer.state.clear()  # the authors rebuild the optimizer at each drop: momentum restarts at zero
+            zero_momentum(optimizer)  # the authors rebuild the optimizer at each drop: momentum restarts at zero
         for group in optimizer.param_groups:
             group["lr"] = lr
         objective.epoch = epoch
+        if (lr, tuple(objective.active_terms())) != step_key:  # a captured step bakes in lr and active terms
+            runner.invalidate()
+            step_key = (lr, tuple(objective.active_terms()))
+        environment["cuda_graph"] = runner.graph
         set_train_mode(student, config.freeze_groups, config.freeze_bn)
         objective.train()
         bar = _progress_bar(progress, source.num_train, f"{run_id[:40]} {epoch + 1}/{config.epochs}")
         t0 = time.perf_counter()
         try:
             stats = train_epoch(model, teacher, objective, optimizer, source.train_batches(generator), config,
-                                device, bar, ctx)
+                                device, bar, ctx, runner)
         except FloatingPointError as e:
             raise TrainingError(f"{run_id} diverged at epoch {epoch + 1}: {e}; the records of epochs 1..{epoch} "
                                 f"are kept in {store.run_dir(run_id)}") from None
@@ -364,15 +400,8 @@ def _train(config, results, progress, restart, log, device, ctx) -> dict:
         if not math.isfinite(test["test_loss"]):
             raise TrainingError(f"{run_id} diverged at epoch {epoch + 1}: test loss is {test['test_loss']}; the "
                                 f"records of epochs 1..{epoch} are kept in {store.run_dir(run_id)}")
-        seconds = time.perf_counter() - t0
-        row = {
-            "epoch": epoch + 1, "lr": lr,
-            "train_loss": stats.pop("loss"), "train_error": stats.pop("error"), **test,
-            "terms": {k: v for k, v in stats.items() if "/" not in k},
-            "details": {k: v for k, v in stats.items() if "/" in k},
-            "seconds": seconds, "images_per_s": source.num_train / train_seconds,
-            "run_id": run_id, "config": full_config, "environment": environment,
-        }
+        row = epoch_row(epoch, lr, stats, test, time.perf_counter() - t0, source.num_train / train_seconds, run_id,
+                        full_config, environment)
         if ctx.is_main:
             store.append_metrics(run_id, row)
             store.save_checkpoint(run_id, {"epoch": epoch + 1, "student": student.state_dict(),
@@ -386,6 +415,29 @@ def _train(config, results, progress, restart, log, device, ctx) -> dict:
     if not ctx.is_main:
         barrier(ctx)  # wait for rank 0's record, then return the same one
         return store.read_record(run_id)
+    record = finish_run(store, run_id, config, student.state_dict(), count_parameters(student), environment)
+    barrier(ctx)
+    log(f"{run_id}: finished, test error {record['test_error']:.2f}% (last epoch)")
+    return record
+
+
+def epoch_row(epoch: int, lr: float, stats: dict, test: dict, seconds: float, images_per_s: float, run_id: str,
+              full_config: dict, environment: dict) -> dict:
+    """One line of ``metrics.jsonl``: the epoch's train and test figures with the whole configuration."""
+    stats = dict(stats)
+    return {
+        "epoch": epoch + 1, "lr": lr,
+        "train_loss": stats.pop("loss"), "train_error": stats.pop("error"), **test,
+        "terms": {k: v for k, v in stats.items() if "/" not in k},
+        "details": {k: v for k, v in stats.items() if "/" in k},
+        "seconds": seconds, "images_per_s": images_per_s,
+        "run_id": run_id, "config": full_config, "environment": environment,
+    }
+
+
+def finish_run(store: RunStore, run_id: str, config: RunConfig, state: dict, parameters: int,
+               environment: dict) -> dict:
+    """Write the final weights and ``record.json`` (from the last metrics line); drop the checkpoint."""
     metrics = store.read_metrics(run_id)
     last = metrics[-1]
     record = {
@@ -393,14 +445,12 @@ def _train(config, results, progress, restart, log, device, ctx) -> dict:
         **{k: last[k] for k in ("test_error", "test_error_top5", "test_loss", "train_error", "train_loss")
            if k in last},
         "train_seconds": sum(m["seconds"] for m in metrics),
-        "parameters": count_parameters(student), "config": config.identity(), "environment": environment,
+        "parameters": parameters, "config": config.identity(), "environment": environment,
         "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    store.save_weights(run_id, {k: v.detach().cpu() for k, v in student.state_dict().items()})
+    store.save_weights(run_id, {k: v.detach().cpu() for k, v in state.items()})
     store.write_record(run_id, record)
     store.delete_checkpoint(run_id)
-    barrier(ctx)
-    log(f"{run_id}: finished, test error {record['test_error']:.2f}% (last epoch)")
     return record
 
 

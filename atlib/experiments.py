@@ -241,6 +241,8 @@ class Settings:
     imagenet_root: str | None = None  # ImageNet as train/ and val/ image folders (Table 5)
     weights_dir: str | None = None    # torchvision's ResNet-18/34 ImageNet weight files (Table 4)
     workers: int = 4                  # DataLoader worker processes for image folders
+    cohort: int | None = None         # most runs trained together as one grouped network; None: 16 on CUDA, else 1
+    share_batches: bool = False       # cohorts of one seed draw each batch once and run each teacher once per batch
 
     def __post_init__(self):
         self.seeds = [int(s) for s in self.seeds]
@@ -276,6 +278,14 @@ class Settings:
         if self.precision != "fp32":
             changes.append(f"{self.precision} precision")
         return "; ".join(changes)
+
+
+def settings_from_profile(profile: str, **overrides) -> Settings:
+    """``Settings`` of a profile (a name under ``profiles/`` or a YAML file) with ``overrides`` applied."""
+    from .pipeline import profile_path
+    known = set(Settings.__dataclass_fields__)
+    params = {k: v for k, v in load_profile(profile_path(profile)).items() if k in known}
+    return Settings(**{**params, **overrides})
 
 
 def load_profile(path: str | Path) -> dict[str, Any]:
@@ -339,25 +349,79 @@ def run_id_for(cell: Cell, settings: Settings, seed: int) -> str:
     return config.run_id(teacher_label=config.teacher_arch)
 
 
+def suite_jobs(cells: Iterable[Cell], settings: Settings) -> tuple[list[RunConfig], list[RunConfig]]:
+    """The distinct runs behind ``cells`` at every seed whose data is available: (teachers, students)."""
+    cells = [c for c in cells if data_available(c, settings)]
+    keys = []
+    for cell in cells:
+        if cell.teacher is not None and cell.teacher not in keys:
+            keys.append(cell.teacher)
+    teachers = _unique([teacher_config(key, settings) for key in keys])
+    runs = _unique(teachers + [config_for(cell, settings, seed) for cell in cells for seed in settings.seeds])
+    # a teacher's other seeds (Table 1's teacher column) train beside it, in its cohort where it has one
+    as_teacher = [{**t.identity(), "seed": None} for t in teachers]
+    first = [c for c in runs if {**c.identity(), "seed": None} in as_teacher]
+    return first, [c for c in runs if c not in first]
+
+
+def _unique(configs: list[RunConfig]) -> list[RunConfig]:
+    unique: dict[str, RunConfig] = {}
+    for config in configs:
+        unique.setdefault(config.run_id(teacher_label=config.teacher_arch), config)
+    return list(unique.values())
+
+
+def cohort_size(settings: Settings) -> int:
+    if settings.cohort is not None:
+        if isinstance(settings.cohort, bool) or not isinstance(settings.cohort, int) or settings.cohort < 1:
+            raise ValueError(f"cohort must be a positive integer or null, got cohort={settings.cohort!r}")
+        return settings.cohort
+    from .engine import resolve_device
+    return 16 if resolve_device(settings.device).type == "cuda" else 1
+
+
+def schedule(configs: list[RunConfig], size: int, share_batches: bool = False) -> list[list[RunConfig]]:
+    """Groups of runs to train together, in order: runs that can share a cohort (``cohort_key``), with the same
+    teacher architecture (and the same seed when batches are shared), in chunks of at most ``size``; every other
+    run alone."""
+    from .cohort_training import cohort_key
+    groups: dict[tuple, list[RunConfig]] = {}
+    for i, config in enumerate(configs):
+        key = cohort_key(config) if size > 1 else None
+        label = (i,) if key is None else (key, config.teacher_arch, config.seed if share_batches else None)
+        groups.setdefault(label, []).append(config)
+    out = []
+    for members in groups.values():
+        out += [members[i:i + size] for i in range(0, len(members), size)]
+    return out
+
+
 def run_cells(cells: Iterable[Cell], settings: Settings, log: Callable[[str], None] = print) -> list[dict]:
     """Train every cell at every seed (teachers first), skipping finished runs and resuming interrupted ones.
-    Returns the records in cell order."""
-    from .engine import train  # imported here: experiments stay importable without starting the engine
+    On a GPU, runs of one WRN architecture are trained in cohorts (``Settings.cohort``). Returns the records in
+    cell order."""
+    from .cohort_training import train_cohort  # imported here: experiments stay importable without the engine
+    from .engine import train
 
     cells = [c for c in cells if data_available(c, settings)]
-    needed_teachers = []
-    for cell in cells:
-        if cell.teacher is not None and cell.teacher not in needed_teachers:
-            needed_teachers.append(cell.teacher)
-    jobs: list[RunConfig] = [teacher_config(key, settings) for key in needed_teachers]
-    jobs += [config_for(cell, settings, seed) for cell in cells for seed in settings.seeds]
-    unique: dict[str, RunConfig] = {}
-    for job in jobs:
-        unique.setdefault(job.run_id(teacher_label=job.teacher_arch), job)
+    teachers, students = suite_jobs(cells, settings)
+    size = cohort_size(settings)
     records = {}
-    for i, (run_id, config) in enumerate(unique.items(), 1):
-        log(f"[{i}/{len(unique)}] {run_id}")
-        records[run_id] = train(config, results=settings.root, progress=settings.progress, log=None)
-        log(f"[{i}/{len(unique)}] {run_id}: test error {records[run_id]['test_error']:.2f}%")
+    total, done = len(teachers) + len(students), 0
+    for phase in (teachers, students):
+        for group in schedule(phase, size, settings.share_batches):
+            ids = [c.run_id(teacher_label=c.teacher_arch) for c in group]
+            label = ids[0] if len(ids) == 1 else f"cohort of {len(ids)}: {ids[0]}, ..."
+            log(f"[{done + 1}-{done + len(ids)}/{total}] {label}")
+            if len(group) == 1:
+                found = [train(group[0], results=settings.root, progress=settings.progress, log=None)]
+            else:
+                found = train_cohort(group, results=settings.root, progress=settings.progress, log=None,
+                                     shared_batches=settings.share_batches)
+            for run_id, record in zip(ids, found):
+                records[run_id] = record
+                log(f"  {run_id}: test error {record['test_error']:.2f}%")
+            done += len(ids)
     return [records[run_id_for(cell, settings, seed)] for cell in cells for seed in settings.seeds]
+
 

@@ -1,86 +1,276 @@
-"""Training throughput of the engine (images/s) at batch 128 on the current device.
+"""Training throughput (images/s, batch 128 per student) of our engine against an authors'-style loop, in one process.
 
-    python benchmarks/throughput.py [--device auto|cpu|cuda] [--images 2560] [--precision fp32|bf16]
+    python benchmarks/throughput.py [--device auto|cpu|cuda] [--images N] [--repeats 3] [--json out.json]
 
-Measures ``atlib.engine.train_epoch`` (device-side augmentation, objective, SGD step) on random CIFAR-shaped uint8
-images, after one warm-up epoch, for: WRN-16-1 alone, WRN-16-2 alone, and AT WRN-16-2 -> WRN-16-1.
-Prints one line per configuration; nothing is asserted (speed targets are read, not tested).
+Every configuration trains on the same random CIFAR-shaped uint8 images: one warm-up epoch (it also captures the
+CUDA graph), then ``--repeats`` timed epochs of ``--images`` images per student; the median is printed with its
+ratio to the authors'-style loop. Configurations are data (``CASES``):
+
+- ``authors``: the authors' way: PIL images through torchvision transforms (reflect-pad 4 + random crop + flip,
+  ToTensor, Normalize) in a DataLoader with 4 workers, fp32, eager, and the loss read back every batch (workers are
+  kept alive between epochs, which favours this baseline: the authors' loop starts them every epoch);
+- ``engine``: ``atlib``'s step (device-resident data, batched augmentation), eager or captured as a CUDA graph;
+- ``cohort``: K students as one grouped network (``atlib.cohort_training``), each with its own batches and teacher
+  pass, or sharing batches and one teacher pass (``shared``).
+
+Nothing is asserted: speed targets are read here, never tested. CUDA-only cases are skipped on other devices.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import platform
+import statistics
 import time
 
+import numpy as np
 import torch
 
+from atlib.cohort import pack
+from atlib.cohort_training import TeacherPass, cohort_epoch, make_cohort_step
 from atlib.config import RunConfig
 from atlib.data import ImageSet, train_batches
-from atlib.engine import _device_name, resolve_device, train_epoch
+from atlib.data.cifar import CIFAR_MEAN, CIFAR_STD
+from atlib.engine import _device_name, make_step, resolve_device, train_epoch
+from atlib.losses import at_loss, cross_entropy
 from atlib.methods import method_terms
 from atlib.models import build_model
 from atlib.objective import build_objective
+from atlib.steps import StepRunner
 
+# (label, kind, options). Teacher WRN-16-2, student WRN-16-1 unless the options say otherwise.
 CASES = [
-    ("WRN-16-1", "wrn-16-1", None, "student"),
-    ("WRN-16-2", "wrn-16-2", None, "student"),
-    ("AT WRN-16-2 -> WRN-16-1", "wrn-16-1", "wrn-16-2", "at"),
+    ("authors'-style loop: AT 16-2 -> 16-1", "authors", {}),
+    ("engine eager: AT 16-2 -> 16-1", "engine", {"method": "at"}),
+    ("engine graph: WRN-16-1", "engine", {"method": "student", "graph": True}),
+    ("engine graph: WRN-16-2", "engine", {"method": "student", "student": "wrn-16-2", "graph": True}),
+    ("engine graph: AT 16-2 -> 16-1", "engine", {"method": "at", "graph": True}),
+    ("engine graph bf16: AT 16-2 -> 16-1", "engine", {"method": "at", "graph": True, "precision": "bf16"}),
+    ("engine graph cudnn.benchmark: AT 16-2 -> 16-1", "engine", {"method": "at", "graph": True,
+                                                               "cudnn_benchmark": True}),
+    ("cohort eager: 4 x AT", "cohort", {"methods": ["at"] * 4}),
+    ("cohort graph: 8 x AT", "cohort", {"methods": ["at"] * 8, "graph": True}),
+    ("cohort graph: 16 x AT", "cohort", {"methods": ["at"] * 16, "graph": True}),
+    ("cohort graph: 16 x WRN-16-1", "cohort", {"methods": ["student"] * 16, "graph": True}),
+    ("cohort graph: 5 x WRN-16-2", "cohort", {"methods": ["student"] * 5, "student": "wrn-16-2", "graph": True}),
+    ("cohort graph shared: student,AT", "cohort", {"methods": ["student", "at"], "graph": True, "shared": True}),
+    ("cohort graph shared: student,AT,KD,AT+KD", "cohort",
+     {"methods": ["student", "at", "kd", "at+kd"], "graph": True, "shared": True}),
+    ("cohort graph shared: 16 x AT", "cohort", {"methods": ["at"] * 16, "graph": True, "shared": True}),
 ]
+TEACHER = "wrn-16-2"
+STUDENT = "wrn-16-1"
 
 
-def measure(student_arch, teacher_arch, method, data, device, precision, repeats):
-    config = RunConfig(student=student_arch, method=method, terms=method_terms(method), precision=precision,
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _frozen_teacher(device, arch=TEACHER):
+    teacher = build_model(arch).to(device).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+def authors_case(data: ImageSet, device, options):
+    """One epoch function of an authors'-style training loop (PIL + torchvision transforms + DataLoader)."""
+    from PIL import Image
+    from torch.utils.data import DataLoader, Dataset
+    from torchvision import transforms as T
+
+    class Arrays(Dataset):
+        def __init__(self, images, labels, transform):
+            self.images, self.labels, self.transform = images.permute(0, 2, 3, 1).numpy(), labels.numpy(), transform
+
+        def __len__(self):
+            return len(self.labels)
+
+        def __getitem__(self, i):
+            return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
+
+    transform = T.Compose([T.RandomCrop(32, padding=4, padding_mode="reflect"), T.RandomHorizontalFlip(),
+                           T.ToTensor(), T.Normalize(CIFAR_MEAN, CIFAR_STD)])
+    loader = DataLoader(Arrays(data.images, data.labels, transform), batch_size=128, shuffle=True, num_workers=4,
+                        pin_memory=device.type == "cuda", persistent_workers=True)
+    torch.manual_seed(0)
+    student, teacher = build_model(STUDENT).to(device).train(), _frozen_teacher(device)
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+
+    def epoch():
+        total = 0.0
+        for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            logits, groups = student(x)
+            with torch.no_grad():
+                _, t_groups = teacher(x)
+            loss = cross_entropy(logits, y) + at_loss(groups, t_groups, beta=1000.0)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.item()  # the authors' meters read the loss every batch
+        return total
+
+    return epoch, 1
+
+
+def engine_case(data: ImageSet, device, options):
+    method = options["method"]
+    student_arch = options.get("student", STUDENT)
+    terms = method_terms(method)
+    needs_teacher = RunConfig(student=student_arch, terms=terms).needs_teacher
+    teacher_arch = options.get("teacher", TEACHER) if needs_teacher else None
+    config = RunConfig(student=student_arch, method=method, terms=terms, precision=options.get("precision", "fp32"),
                        teacher="benchmark" if teacher_arch else None, teacher_arch=teacher_arch, epochs=1)
     torch.manual_seed(0)
-    student = build_model(student_arch).to(device)
-    teacher = None
-    if teacher_arch:
-        teacher = build_model(teacher_arch).to(device).eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
+    student = build_model(student_arch).to(device).train()
+    teacher = _frozen_teacher(device, teacher_arch) if teacher_arch else None
     objective = build_objective(config.terms, student, teacher).to(device)
     optimizer = torch.optim.SGD(list(student.parameters()) + list(objective.parameters()), lr=0.1, momentum=0.9,
                                 weight_decay=5e-4)
+    runner = StepRunner(make_step(student, teacher, objective, optimizer, config, device), device,
+                        graph=options.get("graph", False), log=print)
     generator = torch.Generator().manual_seed(0)
-    student.train()
 
     def epoch():
         train_epoch(student, teacher, objective, optimizer, train_batches(data, 128, generator, device), config,
-                    device)
-    epoch()  # warm-up
-    best = 0.0
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        epoch()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        best = max(best, len(data) / (time.perf_counter() - t0))
-    return best
+                    device, runner=runner)
+        if options.get("graph") and not runner.graph:
+            raise RuntimeError("graph capture failed")
+
+    return epoch, 1
+
+
+def cohort_case(data: ImageSet, device, options):
+    methods = options["methods"]
+    k, shared = len(methods), options.get("shared", False)
+    students = []
+    for i in range(k):
+        torch.manual_seed(i)
+        students.append(build_model(options.get("student", STUDENT)))
+    cohort = pack(students).to(device).train()
+    teacher = _frozen_teacher(device, options.get("teacher") or TEACHER)
+    teachers = [None if m == "student" else teacher for m in methods]
+    teacher_pass = TeacherPass(teachers, [None if t is None else "teacher" for t in teachers], shared)
+    optimizer = torch.optim.SGD(cohort.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    state = {"epoch": 0, "active": None}
+    body = make_cohort_step(cohort, teacher_pass, [method_terms(m) for m in methods], optimizer,
+                            options.get("precision", "fp32"), device, state)
+    runner = StepRunner(body, device, graph=options.get("graph", False), log=print)
+    generators = [torch.Generator().manual_seed(i) for i in range(1 if shared else k)]
+
+    def epoch():
+        cohort_epoch(runner, [train_batches(data, 128, g, device) for g in generators], k)
+        if options.get("graph") and not runner.graph:
+            raise RuntimeError("graph capture failed")
+
+    return epoch, k
+
+
+BUILDERS = {"authors": authors_case, "engine": engine_case, "cohort": cohort_case}
+
+
+def plan_cases(profile: str, share_batches: bool) -> list:
+    """One case per distinct group shape that ``run_cells`` trains for ``profile`` on a GPU (``atlib.plan``)."""
+    from atlib.experiments import settings_from_profile
+    from atlib.plan import plan_groups, shape_key, shape_label
+
+    settings = settings_from_profile(profile, cohort=16, share_batches=share_batches, device="cpu")
+    shapes = {}
+    for row in plan_groups(settings):
+        shapes.setdefault(shape_key(row["shape"]), row["shape"])
+    cases = []
+    for shape in shapes.values():
+        common = {"student": shape["student"], "graph": True, "precision": shape["precision"], "shape": shape}
+        if shape["teacher"]:
+            common["teacher"] = shape["teacher"]
+        if shape["k"] == 1:
+            cases.append((f"plan {shape_label(shape)}", "engine", {**common, "method": shape["methods"][0]}))
+        else:
+            cases.append((f"plan {shape_label(shape)}", "cohort", {**common, "methods": shape["methods"],
+                                                                   "shared": shape["shared"]}))
+    return cases
+
+
+def measure(kind, options, data, device, repeats) -> float:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = options.get("cudnn_benchmark", saved)
+    try:
+        epoch, students = BUILDERS[kind](data, device, options)
+        epoch()  # warm-up (and graph capture)
+        rates = []
+        for _ in range(repeats):
+            _sync(device)
+            t0 = time.perf_counter()
+            epoch()
+            _sync(device)
+            rates.append(students * len(data) / (time.perf_counter() - t0))
+        return statistics.median(rates)
+    finally:
+        torch.backends.cudnn.benchmark = saved
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--images", type=int, default=None, help="images per timed epoch (default: 1280 on CPU, "
-                        "25600 on GPU)")
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--images", type=int, default=None, help="images per student per timed epoch (default: "
+                        "1280 on CPU, 6400 on GPU)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", default=None, help="run only cases whose label contains this text")
+    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    parser.add_argument("--plan", default=None, metavar="PROFILE",
+                        help="also measure every group shape this profile's suite trains on a GPU (for atlib plan)")
+    parser.add_argument("--plan-images", type=int, default=1280, help="images per student per timed epoch in the "
+                        "plan cases (default 1280)")
+    parser.add_argument("--share-batches", action="store_true", help="plan cases: cohorts share batches")
+    parser.add_argument("--no-main", action="store_true", help="skip the main cases (plan cases only)")
     args = parser.parse_args()
     device = resolve_device(args.device)
-    n = args.images or (25_600 if device.type == "cuda" else 1_280)
+    n = args.images or (6_400 if device.type == "cuda" else 1_280)
     g = torch.Generator().manual_seed(0)
     data = ImageSet(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
                     torch.randint(0, 10, (n,), generator=g))
-    print(f"# atlib engine throughput, batch 128, {args.precision}, {n} images per timed epoch")
-    print(f"# device {device} ({_device_name(device)}), torch {torch.__version__}, python {platform.python_version()}, "
-          f"{torch.get_num_threads()} CPU threads")
-    for label, student, teacher, method in CASES:
-        ips = measure(student, teacher, method, data, device, args.precision, args.repeats)
-        print(f"{label:<26} {ips:>10,.0f} images/s")
+    header = {"commit": os.environ.get("ATLIB_COMMIT", "unknown"), "device": str(device), "device_name": _device_name(device), "torch": torch.__version__,
+              "python": platform.python_version(), "cpu_threads": torch.get_num_threads(), "images": n,
+              "repeats": args.repeats, "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+    print(f"# atlib throughput vs an authors'-style loop, batch 128 per student, {n} random images per student per "
+          f"timed epoch, median of {args.repeats}")
+    print("# " + ", ".join(f"{k} {v}" for k, v in header.items()))
+    print(f"{'configuration':<44} {'images/s':>12} {'x authors':>10}", flush=True)
+    results, baseline = [], None
+    cases = [] if args.no_main else [(label, kind, options, data) for label, kind, options in CASES]
+    if args.plan:
+        small = ImageSet(data.images[:args.plan_images], data.labels[:args.plan_images])
+        cases += [(label, kind, options, small) for label, kind, options in plan_cases(args.plan,
+                                                                                       args.share_batches)]
+    for label, kind, options, images in cases:
+        if args.only and args.only not in label:
+            continue
+        if options.get("graph") and device.type != "cuda":
+            continue
+        try:
+            ips = measure(kind, options, images, device, args.repeats)
+        except Exception as e:  # noqa: BLE001 - report and go on to the next configuration
+            print(f"{label:<44} failed: {' '.join(str(e).split())[:200]}", flush=True)
+            results.append({"label": label, "kind": kind, "options": options, "error": str(e)[:500]})
+            continue
+        if kind == "authors":
+            baseline = ips
+        ratio = f"{ips / baseline:>9.1f}x" if baseline else f"{'':>10}"
+        print(f"{label:<44} {ips:>12,.0f} {ratio}", flush=True)
+        results.append({"label": label, "kind": kind, "options": options, "images_per_s": ips,
+                        "ratio_to_authors": ips / baseline if baseline else None,
+                        **({"shape": options["shape"]} if "shape" in options else {})})
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({**header, "results": results}, f, indent=1)
 
 
 if __name__ == "__main__":
+    np.random.seed(0)
     main()

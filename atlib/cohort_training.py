@@ -1,0 +1,367 @@
+"""Cohort training: several runs of one WRN architecture trained at once, as one grouped network.
+
+    records = train_cohort([config_student, config_at, config_kd], results="results")
+
+On a GPU a CIFAR WRN-16-1 step at batch 128 is bound by kernel launches, not arithmetic; a cohort of K runs makes
+each layer one grouped kernel for all K (``atlib.cohort``), and the whole step is captured as one CUDA graph
+(``atlib.steps``). Every member is still an ordinary run: it draws its own batches from its own seeded generator,
+has its own initialisation, teacher, loss terms, BN statistics and momentum, and writes the same files as
+``engine.train`` (config.json, one metrics line per epoch, checkpoint.pt, weights.pt, record.json) under the same
+run id. Its checkpoints are single-run checkpoints, so an interrupted cohort resumes as a cohort, or its members one
+by one with ``engine.train``.
+
+Members must agree on everything but ``seed``, ``method``, ``terms``, ``teacher`` and ``teacher_arch``
+(``cohort_key``): architecture, schedule, batch size, data. Their terms must be "ce", "kd" and "at" (gradient and
+F-ActT terms need a per-student model), and their teachers must share one architecture.
+
+``shared_batches=True`` (members must share their seed, hence their data order) draws each batch once and runs each
+teacher once per batch for all members: a paired comparison of methods at the cost of one teacher pass. By default
+each member's batch goes through its teacher separately (all of them in one batched teacher forward).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from .cohort import COHORT_TERMS, CohortWRN, _is_indexed, _student_slice, _take, cohort_loss_vectors, pack, unpack
+from .config import RunConfig
+from .distributed import Dist
+from .engine import DEFAULT_RESULTS, TrainingError, _autocast, _device_name, _progress_bar, _rng_state, \
+    _set_rng_state, build_student, epoch_row, finish_run, make_source, prepare, resolve_device, train
+from .losses import full_precision
+from .models import count_parameters
+from .objective import build_objective
+from .steps import StepRunner, zero_momentum
+from .store import RunStore
+
+FREE_FIELDS = ("seed", "method", "terms", "teacher", "teacher_arch")
+
+
+def cohort_key(config: RunConfig) -> str | None:
+    """Runs with equal keys can train in one cohort; None if this run cannot join any."""
+    if not config.student.startswith("wrn-") or config.dataset not in ("cifar10", "sample"):
+        return None
+    if any(name not in COHORT_TERMS for name in config.terms):
+        return None
+    shared = {k: v for k, v in config.to_dict().items() if k not in FREE_FIELDS}
+    return json.dumps(shared, sort_keys=True, default=str)
+
+
+def _check_members(configs: list[RunConfig]) -> None:
+    for c in configs:
+        if cohort_key(c) is None:
+            raise TrainingError(f"run {c.student} / {c.method} cannot join a cohort: cohorts take WRN students on "
+                                f"CIFAR with terms {list(COHORT_TERMS)} only (got terms {sorted(c.terms)})")
+    first = configs[0].to_dict()
+    for c in configs[1:]:
+        other = c.to_dict()
+        for name, value in first.items():
+            if name not in FREE_FIELDS and other[name] != value:
+                raise TrainingError(f"cohort members must share {name}: {value!r} vs {other[name]!r}")
+
+
+def _member_optimizer(student: nn.Module, config: RunConfig) -> torch.optim.SGD:
+    """The optimizer ``engine.train`` builds for this run (its state dict is what a single-run checkpoint holds)."""
+    return torch.optim.SGD([p for p in student.parameters() if p.requires_grad], lr=config.lr,
+                           momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+def train_cohort(configs, results: str | Path = DEFAULT_RESULTS, progress: bool = True, restart: bool = False,
+                 log: Callable[[str], None] | None = print, graph: bool | None = None,
+                 shared_batches: bool = False) -> list[dict]:
+    """Train the runs ``configs`` together; returns their records in order. Finished runs are not retrained; a
+    single unfinished run is trained by ``engine.train``."""
+    log = log or (lambda _msg: None)
+    configs = list(configs)
+    if not configs:
+        raise TrainingError("a cohort needs at least one run")
+    _check_members(configs)
+    if shared_batches and len({c.seed for c in configs}) > 1:
+        raise TrainingError(f"shared batches need members with one seed (their data order); got seeds "
+                            f"{sorted({c.seed for c in configs})}")
+    store = RunStore(results)
+    prepared = [prepare(c, store) for c in configs]
+    ids = [run_id for _, run_id, _ in prepared]
+    if len(set(ids)) != len(ids):
+        raise TrainingError(f"a cohort lists the same run twice: {sorted(i for i in ids if ids.count(i) > 1)}")
+    arches = {c.teacher_arch for c, _, t in prepared if t is not None}
+    if len(arches) > 1:
+        raise TrainingError(f"cohort members' teachers must share an architecture, got {sorted(arches)}")
+    records, pending = {}, []
+    for config, run_id, teacher in prepared:
+        if store.status(run_id) == "finished" and not restart:
+            records[run_id] = store.read_record(run_id)
+            log(f"{run_id}: finished, test error {records[run_id]['test_error']:.2f}% (not retrained)")
+        else:
+            pending.append((config, run_id, teacher))
+    if len(pending) == 1:
+        records[pending[0][1]] = train(pending[0][0], results, progress, restart, log, graph)
+    elif pending:
+        device = resolve_device(configs[0].device)
+        records.update(_train_cohort(pending, store, device, progress, restart, log, graph, shared_batches))
+    return [records[i] for i in ids]
+
+
+class TeacherPass:
+    """Teacher outputs for the cohort step, with a student axis: ``(logits (B, Kt, N), [groups (B, Kt, C, H, W)])``
+    and ``cols[i]``, student i's column (None: no teacher)."""
+
+    def __init__(self, teachers: list[nn.Module | None], refs: list[str | None], shared: bool):
+        self.k = len(teachers)
+        self.modules: list[nn.Module] = []
+        self.members: list[list[int]] = []
+        order: dict[str, int] = {}
+        for i, (module, ref) in enumerate(zip(teachers, refs)):
+            if module is None:
+                continue
+            if ref not in order:
+                order[ref] = len(self.modules)
+                self.modules.append(module)
+                self.members.append([])
+            self.members[order[ref]].append(i)
+        self.shared = shared
+        self.cols: list[int | None] = [None] * self.k
+        col = 0
+        for t, members in enumerate(self.members):
+            for i in members:
+                self.cols[i] = t if shared else col
+                col += 1
+
+    def __call__(self, x: torch.Tensor):
+        if not self.modules:
+            return None, None
+        b, h, w = x.shape[0], x.shape[2], x.shape[3]
+        per_student = x.view(b, self.k, 3, h, w)
+        logits, groups = [], []
+        with torch.no_grad():
+            for module, members in zip(self.modules, self.members):
+                if self.shared:
+                    lg, gs = module(per_student[:, members[0]])
+                    logits.append(lg.unsqueeze(1))
+                    groups.append([g.unsqueeze(1) for g in gs])
+                    continue
+                m = len(members)
+                xt = _take(per_student, members).transpose(0, 1).reshape(m * b, 3, h, w)
+                lg, gs = module(xt)
+                logits.append(lg.view(m, b, -1).transpose(0, 1))
+                groups.append([g.view(m, b, *g.shape[1:]).transpose(0, 1) for g in gs])
+        if len(logits) == 1:
+            return logits[0], groups[0]
+        return torch.cat(logits, 1), [torch.cat(parts, 1) for parts in zip(*groups)]
+
+
+def make_cohort_step(cohort: CohortWRN, teacher_pass: TeacherPass, specs, optimizer, precision: str,
+                     device: torch.device, state: dict):
+    """The cohort's step body (``atlib.steps``): ``body(x (B, 3K, H, W), ys (B, K))`` -> (K,) statistics.
+    ``state["epoch"]`` selects the active terms; the body stores each student's active term names in
+    ``state["active"]``."""
+
+    def body(x: torch.Tensor, ys: torch.Tensor) -> dict[str, torch.Tensor]:
+        with _autocast(device, precision):
+            logits, groups = cohort(x)
+            t_logits, t_groups = teacher_pass(x)
+            total, terms, details, active = cohort_loss_vectors(logits, groups, ys.t(), t_logits, t_groups,
+                                                                teacher_pass.cols, specs, state["epoch"])
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        b = ys.shape[0]
+        state["active"] = active
+        stats = {"loss": sum(terms.values()).detach().double() * b}
+        stats.update({name: v.detach().double() * b for name, v in {**terms, **details}.items()})
+        stats["wrong"] = (logits.detach().argmax(2) != ys).sum(0).double()
+        return stats
+
+    return body
+
+
+def cohort_epoch(runner: StepRunner, streams, k: int, bar=None) -> None:
+    """Feed one epoch to a cohort step: ``streams`` holds K per-member batch iterators, or one iterator whose
+    batches every member shares."""
+    runner.reset()
+    for batch in zip(*streams):
+        if len(streams) == 1 and k > 1:
+            x0, y0 = batch[0]
+            x, ys = x0.repeat(1, k, 1, 1), y0[:, None].expand(-1, k)
+        else:
+            x, ys = torch.cat([b[0] for b in batch], 1), torch.stack([b[1] for b in batch], 1)
+        runner(x, ys)
+        if bar is not None:
+            bar.update(ys.numel())
+
+
+def evaluate_cohort(cohort: CohortWRN, source, config: RunConfig, device: torch.device) -> list[dict]:
+    """``engine.evaluate`` for every member at once (the test images go to every student)."""
+    k = cohort.k
+    cohort.eval()
+    sums = torch.zeros(3, k, device=device, dtype=torch.float64)  # loss, wrong top-1, wrong top-5
+    count = 0
+    with torch.no_grad(), _autocast(device, config.precision):
+        for x, y in source.eval_batches():
+            logits = full_precision(cohort(x.repeat(1, k, 1, 1))[0])  # (B, K, N)
+            target = y[:, None]
+            sums[0] += F.cross_entropy(logits.permute(0, 2, 1), target.expand(-1, k), reduction="none").sum(0)
+            sums[1] += (logits.argmax(2) != target).sum(0)
+            top = min(5, logits.shape[2])
+            sums[2] += (logits.topk(top, dim=2).indices != target[:, :, None]).all(dim=2).sum(0)
+            count += y.shape[0]
+    loss, wrong1, wrong5 = sums.tolist()
+    out = []
+    for i in range(k):
+        row = {"test_loss": loss[i] / count, "test_error": 100.0 * wrong1[i] / count}
+        if source.num_classes > 5:
+            row["test_error_top5"] = 100.0 * wrong5[i] / count
+        out.append(row)
+    return out
+
+
+def _train_cohort(pending, store: RunStore, device, progress, restart, log, graph, shared_batches) -> dict:
+    configs = [c for c, _, _ in pending]
+    ids = [run_id for _, run_id, _ in pending]
+    k, c0 = len(configs), configs[0]
+    source = make_source(c0, device, Dist())
+    teachers: list[nn.Module | None] = []
+    resident: dict[str, nn.Module] = {}
+    for config, _, teacher in pending:
+        if teacher is None:
+            teachers.append(None)
+            continue
+        classes = [m.out_features for m in teacher.modules() if isinstance(m, nn.Linear)][-1]
+        if classes != source.num_classes:
+            raise TrainingError(f"teacher {config.teacher} has {classes} classes but the data has "
+                                f"{source.num_classes}")
+        teachers.append(resident.setdefault(config.teacher, teacher.to(device)))
+    if restart:
+        for run_id in ids:
+            store.delete_run_state(run_id)
+    for config, run_id in zip(configs, ids):
+        store.write_config(run_id, config.identity())
+
+    students = [build_student(c, source.num_classes, device) for c in configs]
+    objectives = [build_objective(c.terms, s, t) for c, s, t in zip(configs, students, teachers)]
+    generators = [torch.Generator().manual_seed(c.seed) for c in configs]
+    checkpoints = [store.load_checkpoint(run_id) for run_id in ids]
+    start_epoch, momentum = 0, None
+    if any(ck is not None for ck in checkpoints):
+        epochs = {run_id: (0 if ck is None else int(ck["epoch"])) for run_id, ck in zip(ids, checkpoints)}
+        if len(set(epochs.values())) > 1:
+            raise TrainingError(f"cohort members are at different epochs {epochs}: resume them one by one "
+                                f"(atlib train) or pass --restart")
+        momentum = []
+        for student, objective, config, ck, gen in zip(students, objectives, configs, checkpoints, generators):
+            student.load_state_dict(ck["student"])
+            objective.load_state_dict(ck["objective"])
+            member = _member_optimizer(student, config)
+            member.load_state_dict(ck["optimizer"])
+            momentum.append({name: member.state.get(p, {}).get("momentum_buffer")
+                             for name, p in student.named_parameters()})
+            _set_rng_state(ck["rng"], gen, device)
+        start_epoch = next(iter(epochs.values()))
+        log(f"cohort of {k}: resuming after epoch {start_epoch}/{c0.epochs}")
+    else:
+        log(f"cohort of {k} x {c0.student} ({count_parameters(students[0]):,} trainable params each), methods "
+            f"{[c.method for c in configs]}, {c0.epochs} epochs on {device}")
+    for run_id in ids:
+        store.truncate_metrics(run_id, start_epoch)
+
+    cohort = pack(students)
+    optimizer = torch.optim.SGD(cohort.parameters(), lr=c0.lr, momentum=c0.momentum, weight_decay=c0.weight_decay)
+    if momentum is not None:
+        for name, p in cohort.named_parameters():
+            bufs = [m[name] for m in momentum]
+            if all(b is not None for b in bufs):
+                optimizer.state[p]["momentum_buffer"] = (torch.stack(bufs) if _is_indexed(name)
+                                                         else torch.cat(bufs, 0)).to(p.device).clone()
+
+    teacher_pass = TeacherPass(teachers, [c.teacher for c in configs], shared_batches)
+    specs = [c.terms for c in configs]
+    state = {"epoch": start_epoch, "active": None}
+    body = make_cohort_step(cohort, teacher_pass, specs, optimizer, c0.precision, device, state)
+    use_graph = device.type == "cuda" if graph is None else bool(graph)
+    if use_graph and device.type != "cuda":
+        raise TrainingError(f"CUDA graphs need a CUDA device, got {device}")
+    runner = StepRunner(body, device, use_graph, log=log)
+    environment = {"device": str(device), "device_name": _device_name(device), "torch": torch.__version__,
+                   "python": platform.python_version(), "processes": 1, "cuda_graph": use_graph,
+                   "cohort": {"size": k, "members": ids, "shared_batches": shared_batches}}
+    full_configs = [c.to_dict() for c in configs]
+    step_key = None
+    for epoch in range(start_epoch, c0.epochs):
+        lr = c0.lr_at(epoch)
+        if epoch > 0 and lr != c0.lr_at(epoch - 1) and c0.reset_momentum_at_drops:
+            zero_momentum(optimizer)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        state["epoch"] = epoch
+        key = (lr, tuple(tuple(name for name, o in spec.items() if epoch >= int((o or {}).get("start_epoch", 0)))
+                         for spec in specs))
+        if key != step_key:
+            runner.invalidate()
+            step_key = key
+        environment["cuda_graph"] = runner.graph
+        cohort.train()
+        bar = _progress_bar(progress, source.num_train * k, f"cohort of {k} {epoch + 1}/{c0.epochs}")
+        t0 = time.perf_counter()
+        streams = [source.train_batches(generators[0])] if shared_batches else \
+            [source.train_batches(g) for g in generators]
+        try:
+            cohort_epoch(runner, streams, k, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        if shared_batches:
+            for g in generators[1:]:
+                g.set_state(generators[0].get_state())
+        sums = runner.totals()
+        names = list(sums)
+        values = torch.stack([sums[n] for n in names]).tolist()  # one read-back per epoch
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        train_seconds = time.perf_counter() - t0
+        n = runner.seen
+        tests = evaluate_cohort(cohort, source, c0, device)
+        seconds = time.perf_counter() - t0
+        per_student = unpack(cohort)
+        cohort_params = dict(cohort.named_parameters())
+        for i, (config, run_id) in enumerate(zip(configs, ids)):
+            stats = {"loss": values[names.index("loss")][i] / n,
+                     **{name: values[names.index(name)][i] / n for name in state["active"][i]},
+                     "error": 100.0 * values[names.index("wrong")][i] / n}
+            bad = {key: v for key, v in stats.items() if not math.isfinite(v)}
+            if bad or not math.isfinite(tests[i]["test_loss"]):
+                raise TrainingError(f"{run_id} diverged at epoch {epoch + 1} (non-finite {bad or 'test loss'}) in a "
+                                    f"cohort of {k}; the records of epochs 1..{epoch} are kept in "
+                                    f"{store.run_dir(run_id)}")
+            store.append_metrics(run_id, epoch_row(epoch, lr, stats, tests[i], seconds, source.num_train /
+                                                   train_seconds, run_id, full_configs[i], environment))
+            students[i].load_state_dict(per_student[i])
+            member = _member_optimizer(students[i], config)
+            for name, p in students[i].named_parameters():
+                buf = optimizer.state.get(cohort_params[name], {}).get("momentum_buffer")
+                if buf is not None:
+                    member.state[p]["momentum_buffer"] = _student_slice(name, buf, k, i).detach().clone()
+            store.save_checkpoint(run_id, {"epoch": epoch + 1, "student": students[i].state_dict(),
+                                           "objective": objectives[i].state_dict(),
+                                           "optimizer": member.state_dict(), "rng": _rng_state(generators[i], device)})
+        if progress:
+            errors = ", ".join(f"{c.method} {t['test_error']:.2f}%" for c, t in zip(configs, tests))
+            log(f"cohort of {k} epoch {epoch + 1}/{c0.epochs}: test error {errors}; "
+                f"{k * source.num_train / train_seconds:.0f} img/s in all")
+
+    records = {}
+    per_student = unpack(cohort)
+    for i, (config, run_id) in enumerate(zip(configs, ids)):
+        students[i].load_state_dict(per_student[i])
+        records[run_id] = finish_run(store, run_id, config, students[i].state_dict(),
+                                     count_parameters(students[i]), environment)
+        log(f"{run_id}: finished, test error {records[run_id]['test_error']:.2f}% (last epoch)")
+    return records

@@ -1,0 +1,117 @@
+"""Train the `one-seed` profile's WRN-16-2 -> WRN-16-1 rows on one GPU within a time budget (a lent GPU session).
+
+    python scripts/gpu_rows.py --deadline 420 --data-root /tmp/cifar [--rates bench.json] [--out DIR]
+
+1. the WRN-16-2 teacher (200 epochs, one captured-graph run), unless already finished;
+2. the WRN-16-1 rows student, AT, KD, AT+KD (seed 0) as one cohort with shared batches (one seed: the members see
+   the same data order either way) -- as many of them, in that order of priority, as the measured cohort rate
+   (``--rates``: benchmarks/throughput.py --json) says fit before the deadline; at least student and AT.
+
+At the deadline the run in progress is interrupted (its checkpoint stays, resumable). Finished runs' records are
+written under ``--results`` like any other run; with ``--out`` they are also packed into ``DIR/runs.tar``
+(config, metrics, record; weights of the teacher only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+from atlib.cohort_training import train_cohort
+from atlib.engine import train
+from atlib.experiments import TABLES, config_for, settings_from_profile, teacher_config
+from atlib.store import RunStore
+
+PRIORITY = ["student", "at", "kd", "at+kd"]
+SAFETY = 1.15  # measured short-epoch rates are optimistic: evaluation, checkpoints, captures
+
+
+class Deadline(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise Deadline()
+
+
+def cohort_rate(rates_path: str | None, k: int) -> float | None:
+    if not rates_path or not Path(rates_path).is_file():
+        return None
+    wanted = {2: "cohort graph shared: student,AT", 4: "cohort graph shared: student,AT,KD,AT+KD"}.get(k)
+    for row in json.loads(Path(rates_path).read_text())["results"]:
+        if row["label"] == wanted and row.get("images_per_s"):
+            return row["images_per_s"]
+    return None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--deadline", type=float, required=True, help="seconds from now")
+    parser.add_argument("--data-root", required=True)
+    parser.add_argument("--results", default="results")
+    parser.add_argument("--rates", default=None)
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--profile", default="one-seed")
+    parser.add_argument("--device", default="cuda")
+    args = parser.parse_args()
+    t0 = time.monotonic()
+    signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(max(1, int(args.deadline)))
+    settings = settings_from_profile(args.profile, data_root=args.data_root, results_dir=args.results,
+                                     device=args.device, progress=False)
+    teacher = teacher_config("wrn-16-2", settings)
+    cells = {c.column: c for c in TABLES["table1"]() if c.row == "WRN-16-1 / WRN-16-2"}
+    columns = {"student": "student", "at": "AT", "kd": "KD", "at+kd": "AT+KD"}
+    try:
+        record = train(teacher, results=settings.root, progress=False, log=print)
+        print(f"teacher {record['run_id']}: {record['test_error']:.2f}% after {time.monotonic() - t0:.0f} s",
+              flush=True)
+        left = args.deadline - (time.monotonic() - t0)
+        chosen = PRIORITY[:2]
+        for k in (4, 2):
+            rate = cohort_rate(args.rates, k)
+            need = None if rate is None else SAFETY * teacher.epochs * source_images(teacher) * k / rate
+            print(f"cohort of {k}: measured {rate} img/s -> needs {need} s; {left:.0f} s left", flush=True)
+            if need is not None and need < left:
+                chosen = PRIORITY[:k]
+                break
+        configs = [config_for(cells[columns[m]], settings, 0) for m in chosen]
+        for r in train_cohort(configs, results=settings.root, progress=False, log=print, shared_batches=True):
+            print(f"{r['run_id']}: {r['test_error']:.2f}%", flush=True)
+    except Deadline:
+        print(f"deadline reached after {time.monotonic() - t0:.0f} s; unfinished runs keep their checkpoints",
+              flush=True)
+    finally:
+        signal.alarm(0)
+        if args.out:
+            pack(settings.root, Path(args.out) / "runs.tar", teacher_weights={teacher.run_id()})
+    return 0
+
+
+def source_images(config) -> int:
+    from atlib.plan import TRAIN_IMAGES
+    return config.train_subset or TRAIN_IMAGES[config.dataset]
+
+
+def pack(root: Path, dest: Path, teacher_weights: set[str]) -> None:
+    """Finished runs' config, metrics and record (and the teachers' weights) into one tar file."""
+    store = RunStore(root)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(dest, "w") as tar:
+        for run_dir in sorted((Path(root) / "runs").glob("*")):
+            names = ["config.json", "metrics.jsonl", "record.json"]
+            if run_dir.name in teacher_weights:
+                names.append("weights.pt")
+            for name in names:
+                if (run_dir / name).is_file():
+                    tar.add(run_dir / name, arcname=f"{run_dir.relative_to(root.parent)}/{name}")
+            print(f"packed {run_dir.name}: {store.status(run_dir.name)}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""Cohort training (``atlib.cohort_training``) is K ordinary runs: same run ids, same records, same weights as
+training each member alone (float64, to 1e-10), resumable as a cohort or member by member."""
+
+import shutil
+
+import pytest
+import torch
+
+import atlib.data.batches as batches
+from atlib import engine
+from atlib.cohort_training import cohort_key, train_cohort
+from atlib.config import RunConfig
+from atlib.methods import method_terms
+from atlib.store import RunStore
+
+COMMON = dict(dataset="sample", epochs=3, train_subset=160, test_subset=100, batch_size=64, device="cpu",
+              lr_milestones=[1, 2])  # 160 = 2 full batches + a batch of 32; an lr drop every epoch
+
+
+@pytest.fixture
+def float64(monkeypatch):
+    """Train in float64 (models and batches), so that the comparisons test the math, not float32 rounding."""
+    normalize = batches.normalize
+    monkeypatch.setattr(batches, "normalize", lambda x: normalize(x).double())
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cohort_teacher")
+    record = engine.train(RunConfig(student="wrn-10-2", **COMMON), results=root, progress=False, log=None)
+    return root, record["run_id"]
+
+
+def _copy_teacher(teacher, dest):
+    root, run_id = teacher
+    shutil.copytree(root / "runs" / run_id, dest / "runs" / run_id, dirs_exist_ok=True)
+    return run_id
+
+
+def _members(teacher_id, seeds=(0, 1, 0, 2), methods=("student", "at", "kd", "at+kd"), **extra):
+    return [RunConfig(student="wrn-10-1", method=m, terms=method_terms(m), seed=s,
+                      teacher=None if m == "student" else teacher_id, **{**COMMON, **extra})
+            for m, s in zip(methods, seeds)]
+
+
+def _max_diff(a_root, b_root, run_id) -> float:
+    a, b = RunStore(a_root).load_weights(run_id), RunStore(b_root).load_weights(run_id)
+    assert set(a) == set(b)
+    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
+
+
+def test_cohort_equals_separate_runs(teacher, tmp_path, float64):
+    teacher_id = _copy_teacher(teacher, tmp_path / "a")
+    _copy_teacher(teacher, tmp_path / "b")
+    cfgs = _members(teacher_id)
+    together = train_cohort(cfgs, results=tmp_path / "a", progress=False, log=None)
+    alone = [engine.train(c, results=tmp_path / "b", progress=False, log=None) for c in cfgs]
+    store_a, store_b = RunStore(tmp_path / "a"), RunStore(tmp_path / "b")
+    for t, s in zip(together, alone):
+        assert t["run_id"] == s["run_id"] and t["environment"]["cohort"]["size"] == 4
+        assert _max_diff(tmp_path / "a", tmp_path / "b", t["run_id"]) < 1e-10
+        rows_t, rows_s = store_a.read_metrics(t["run_id"]), store_b.read_metrics(s["run_id"])
+        assert len(rows_t) == len(rows_s) == 3
+        for rt, rs in zip(rows_t, rows_s):
+            assert rt["lr"] == rs["lr"] and rt["test_error"] == rs["test_error"]
+            assert set(rt["terms"]) == set(rs["terms"]) and set(rt["details"]) == set(rs["details"])
+            for key in ("train_loss", "train_error", "test_loss"):
+                assert rt[key] == pytest.approx(rs[key], rel=1e-9, abs=1e-9), key
+            for name in rs["terms"]:
+                assert rt["terms"][name] == pytest.approx(rs["terms"][name], rel=1e-9, abs=1e-12), name
+            for name in rs["details"]:
+                assert rt["details"][name] == pytest.approx(rs["details"][name], rel=1e-9, abs=1e-12), name
+    again = train_cohort(cfgs, results=tmp_path / "a", progress=False, log=None)  # finished: not retrained
+    assert [r["finished_at"] for r in again] == [r["finished_at"] for r in together]
+
+
+def test_shared_batches_equal_own_batches_when_seeds_match(teacher, tmp_path, float64):
+    teacher_id = _copy_teacher(teacher, tmp_path / "a")
+    _copy_teacher(teacher, tmp_path / "b")
+    cfgs = _members(teacher_id, seeds=(3, 3, 3, 3))
+    shared = train_cohort(cfgs, results=tmp_path / "a", progress=False, log=None, shared_batches=True)
+    own = train_cohort(cfgs, results=tmp_path / "b", progress=False, log=None)
+    for s, o in zip(shared, own):
+        assert s["environment"]["cohort"]["shared_batches"] and not o["environment"]["cohort"]["shared_batches"]
+        assert _max_diff(tmp_path / "a", tmp_path / "b", s["run_id"]) < 1e-10
+
+
+def test_interrupted_cohort_resumes_as_cohort_and_member_alone(teacher, tmp_path, monkeypatch, float64):
+    import atlib.cohort_training as ct
+    for name in ("full", "cut", "cut_single"):
+        _copy_teacher(teacher, tmp_path / name)
+    cfgs = _members(teacher[1])
+    full = train_cohort(cfgs, results=tmp_path / "full", progress=False, log=None)
+
+    real, calls = ct.cohort_epoch, {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+    monkeypatch.setattr(ct, "cohort_epoch", interrupted)
+    for name in ("cut", "cut_single"):
+        calls["n"] = 0
+        with pytest.raises(KeyboardInterrupt):
+            train_cohort(cfgs, results=tmp_path / name, progress=False, log=None)
+    monkeypatch.setattr(ct, "cohort_epoch", real)
+    store = RunStore(tmp_path / "cut")
+    assert all(store.status(r["run_id"]) == "interrupted" for r in full)
+    resumed = train_cohort(cfgs, results=tmp_path / "cut", progress=False, log=None)
+    alone = [engine.train(c, results=tmp_path / "cut_single", progress=False, log=None) for c in cfgs]
+    for f, r, a in zip(full, resumed, alone):
+        assert _max_diff(tmp_path / "full", tmp_path / "cut", r["run_id"]) < 1e-10
+        assert _max_diff(tmp_path / "full", tmp_path / "cut_single", a["run_id"]) < 1e-10
+        assert len(RunStore(tmp_path / "cut").read_metrics(r["run_id"])) == 3
+
+
+def test_cohort_refuses_members_it_cannot_train(teacher, tmp_path):
+    teacher_id = _copy_teacher(teacher, tmp_path)
+    base = _members(teacher_id)[:2]
+    with pytest.raises(engine.TrainingError, match="must share lr"):
+        train_cohort([base[0], RunConfig(**{**base[1].to_dict(), "lr": 0.05})], results=tmp_path, log=None)
+    with pytest.raises(engine.TrainingError, match="cannot join a cohort"):
+        train_cohort(_members(teacher_id, seeds=(0, 1), methods=("student", "fact")), results=tmp_path, log=None)
+    with pytest.raises(engine.TrainingError, match="shared batches need members with one seed"):
+        train_cohort(base, results=tmp_path, log=None, shared_batches=True)
+    with pytest.raises(engine.TrainingError, match="same run twice"):
+        train_cohort([base[0], base[0]], results=tmp_path, log=None)
+    assert cohort_key(base[0]) == cohort_key(base[1]) is not None
+    assert cohort_key(RunConfig(student="nin-thin")) is None

@@ -1,0 +1,113 @@
+"""GPU paths against the plain eager path on a CUDA device (skipped without one; run them on a GPU machine):
+
+    python -m pytest tests/test_gpu.py -q
+
+CUDA-graph training and cohort training must compute the same training as eager single runs: after a few epochs
+(with an lr drop, so a re-capture, and a partial last batch, so an eager step between replays) the weights agree
+to float32 tolerance (cuDNN may choose other kernels for other batch shapes, so not bit for bit), and a captured run
+resumes from its checkpoint.
+"""
+
+import shutil
+
+import pytest
+import torch
+
+from atlib import engine
+from atlib.cohort_training import train_cohort
+from atlib.config import RunConfig
+from atlib.methods import method_terms
+from atlib.store import RunStore
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+COMMON = dict(dataset="sample", epochs=3, train_subset=704, test_subset=500, batch_size=128, device="cuda",
+              lr_milestones=[1, 2])  # 704 = 5 full batches + a batch of 64
+
+
+@pytest.fixture(autouse=True)
+def strict_fp32():
+    """Plain float32 arithmetic (no TF32): the comparisons check the logic, not TF32 rounding."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def _weights(results, run_id):
+    return RunStore(results).load_weights(run_id)
+
+
+def _close(a: dict, b: dict, rtol: float) -> float:
+    worst = 0.0
+    for key in a:
+        if a[key].is_floating_point():
+            diff = (a[key].double() - b[key].double()).norm() / b[key].double().norm().clamp_min(1e-12)
+            worst = max(worst, float(diff))
+    assert worst < rtol, f"relative weight difference {worst:.2e} >= {rtol}"
+    return worst
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gpu_teacher")
+    record = engine.train(RunConfig(student="wrn-16-2", **COMMON), results=root, progress=False, log=None)
+    return root, record["run_id"]
+
+
+def _with_teacher(teacher_dir, dest):
+    root, run_id = teacher_dir
+    shutil.copytree(root / "runs" / run_id, dest / "runs" / run_id)
+    return run_id
+
+
+@pytest.mark.parametrize("method", ["student", "at", "kd", "at+kd", "fact"])
+def test_graph_run_matches_eager_run(method, teacher_dir, tmp_path):
+    teacher = None if method == "student" else _with_teacher(teacher_dir, tmp_path / "a")
+    if teacher:
+        _with_teacher(teacher_dir, tmp_path / "b")
+    cfg = RunConfig(student="wrn-16-1", method=method, terms=method_terms(method), teacher=teacher, **COMMON)
+    eager = engine.train(cfg, results=tmp_path / "a", progress=False, log=None, graph=False)
+    graphed = engine.train(cfg, results=tmp_path / "b", progress=False, log=None, graph=True)
+    assert eager["run_id"] == graphed["run_id"]
+    assert graphed["environment"]["cuda_graph"] is True
+    _close(_weights(tmp_path / "b", graphed["run_id"]), _weights(tmp_path / "a", eager["run_id"]), 2e-3)
+    assert abs(eager["train_loss"] - graphed["train_loss"]) < 2e-3 * max(1.0, abs(eager["train_loss"]))
+
+
+def test_graph_run_resumes(tmp_path, monkeypatch):
+    cfg = RunConfig(student="wrn-16-1", **COMMON)
+    full = engine.train(cfg, results=tmp_path / "a", progress=False, log=None, graph=True)
+    real_epoch, calls = engine.train_epoch, {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+    monkeypatch.setattr(engine, "train_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        engine.train(cfg, results=tmp_path / "b", progress=False, log=None, graph=True)
+    monkeypatch.setattr(engine, "train_epoch", real_epoch)
+    resumed = engine.train(cfg, results=tmp_path / "b", progress=False, log=None, graph=True)
+    _close(_weights(tmp_path / "b", resumed["run_id"]), _weights(tmp_path / "a", full["run_id"]), 2e-3)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_graph_cohort_matches_eager_single_runs(shared, teacher_dir, tmp_path):
+    teacher = _with_teacher(teacher_dir, tmp_path / "a")
+    _with_teacher(teacher_dir, tmp_path / "b")
+    seeds = [0, 0, 0, 0] if shared else [0, 1, 2, 3]
+    cfgs = [RunConfig(student="wrn-16-1", method=m, terms=method_terms(m), teacher=None if m == "student" else teacher,
+                      seed=s, **COMMON) for m, s in zip(["student", "at", "kd", "at+kd"], seeds)]
+    cohort = train_cohort(cfgs, results=tmp_path / "a", progress=False, log=None, graph=True, shared_batches=shared)
+    singles = [engine.train(c, results=tmp_path / "b", progress=False, log=None, graph=False) for c in cfgs]
+    for c, s in zip(cohort, singles):
+        assert c["run_id"] == s["run_id"] and c["environment"]["cohort"]["size"] == 4
+        _close(_weights(tmp_path / "a", c["run_id"]), _weights(tmp_path / "b", s["run_id"]), 2e-3)
+
+
+def test_bf16_graph_run_is_finite(tmp_path):
+    cfg = RunConfig(student="wrn-16-1", precision="bf16", **COMMON)
+    record = engine.train(cfg, results=tmp_path, progress=False, log=None, graph=True)
+    assert record["environment"]["cuda_graph"] is True and record["train_loss"] == record["train_loss"]
