@@ -65,7 +65,7 @@ class StepRunner:
         """Zero the sums (in place: a captured graph adds into these very tensors)."""
         for t in self.sums.values():
             t.zero_()
-        self.names, self.seen = [], 0
+        self.seen = 0  # names stay: a replayed graph adds the statistics it was captured with
 
     def invalidate(self) -> None:
         """Forget the captured graph (lr changed, other terms active, optimizer state replaced)."""
