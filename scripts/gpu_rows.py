@@ -3,9 +3,9 @@
     python scripts/gpu_rows.py --deadline 420 --data-root /tmp/cifar [--rates bench.json] [--out DIR]
 
 1. the WRN-16-2 teacher (200 epochs, one captured-graph run), unless already finished;
-2. the WRN-16-1 rows student, AT, KD, AT+KD (seed 0) as one cohort with shared batches (one seed: the members see
-   the same data order either way) -- as many of them, in that order of priority, as the measured cohort rate
-   (``--rates``: benchmarks/throughput.py --json) says fit before the deadline; at least student and AT.
+2. the WRN-16-1 rows AT and student (seed 0) as single captured-graph runs, each only if its measured rate
+   (``--rates``: benchmarks/throughput.py --json) says it ends before the deadline (small cohorts of 2-4 grouped
+   students measured slower than single graphed runs on an H200).
 
 At the deadline the run in progress is interrupted (its checkpoint stays, resumable). Finished runs' records are
 written under ``--results`` like any other run; with ``--out`` they are also packed into ``DIR/runs.tar``
@@ -22,12 +22,11 @@ import tarfile
 import time
 from pathlib import Path
 
-from atlib.cohort_training import train_cohort
 from atlib.engine import train
 from atlib.experiments import TABLES, config_for, settings_from_profile, teacher_config
 from atlib.store import RunStore
 
-PRIORITY = ["student", "at", "kd", "at+kd"]
+PRIORITY = ["at", "student"]
 SAFETY = 1.15  # measured short-epoch rates are optimistic: evaluation, checkpoints, captures
 
 
@@ -39,10 +38,11 @@ def _alarm(signum, frame):
     raise Deadline()
 
 
-def cohort_rate(rates_path: str | None, k: int) -> float | None:
+def single_rate(rates_path: str | None, method: str) -> float | None:
+    """Measured images/s of this row as a single captured-graph run (benchmarks/throughput.py --json)."""
     if not rates_path or not Path(rates_path).is_file():
         return None
-    wanted = {2: "cohort graph shared: student,AT", 4: "cohort graph shared: student,AT,KD,AT+KD"}.get(k)
+    wanted = {"student": "engine graph: WRN-16-1", "at": "engine graph: AT 16-2 -> 16-1"}.get(method)
     for row in json.loads(Path(rates_path).read_text())["results"]:
         if row["label"] == wanted and row.get("images_per_s"):
             return row["images_per_s"]
@@ -71,18 +71,16 @@ def main() -> int:
         record = train(teacher, results=settings.root, progress=False, log=print)
         print(f"teacher {record['run_id']}: {record['test_error']:.2f}% after {time.monotonic() - t0:.0f} s",
               flush=True)
-        left = args.deadline - (time.monotonic() - t0)
-        chosen = PRIORITY[:2]
-        for k in (4, 2):
-            rate = cohort_rate(args.rates, k)
-            need = None if rate is None else SAFETY * teacher.epochs * source_images(teacher) * k / rate
-            print(f"cohort of {k}: measured {rate} img/s -> needs {need} s; {left:.0f} s left", flush=True)
-            if need is not None and need < left:
-                chosen = PRIORITY[:k]
-                break
-        configs = [config_for(cells[columns[m]], settings, 0) for m in chosen]
-        for r in train_cohort(configs, results=settings.root, progress=False, log=print, shared_batches=True):
-            print(f"{r['run_id']}: {r['test_error']:.2f}%", flush=True)
+        for method in PRIORITY:
+            left = args.deadline - (time.monotonic() - t0)
+            rate = single_rate(args.rates, method)
+            need = None if rate is None else SAFETY * teacher.epochs * source_images(teacher) / rate
+            print(f"{method}: measured {rate} img/s -> needs {need} s; {left:.0f} s left", flush=True)
+            if need is None or need > left:
+                continue
+            r = train(config_for(cells[columns[method]], settings, 0), results=settings.root, progress=False,
+                      log=print)
+            print(f"{r['run_id']}: {r['test_error']:.2f}% after {time.monotonic() - t0:.0f} s", flush=True)
     except Deadline:
         print(f"deadline reached after {time.monotonic() - t0:.0f} s; unfinished runs keep their checkpoints",
               flush=True)
