@@ -50,9 +50,20 @@ CASES = [
     ("engine graph bf16: AT 16-2 -> 16-1", "engine", {"method": "at", "graph": True, "precision": "bf16"}),
     ("engine graph cudnn.benchmark: AT 16-2 -> 16-1", "engine", {"method": "at", "graph": True,
                                                                "cudnn_benchmark": True}),
+    ("engine graph channels_last: WRN-16-1", "engine", {"method": "student", "graph": True, "channels_last": True}),
+    ("engine graph channels_last: AT 16-2 -> 16-1", "engine", {"method": "at", "graph": True,
+                                                             "channels_last": True}),
+    ("engine graph channels_last bf16: AT 16-2 -> 16-1", "engine", {"method": "at", "graph": True,
+                                                                  "channels_last": True, "precision": "bf16"}),
+    ("engine graph replay only: AT 16-2 -> 16-1", "engine", {"method": "at", "graph": True, "replay_only": True}),
+    ("engine graph replay only channels_last: AT", "engine", {"method": "at", "graph": True, "replay_only": True,
+                                                             "channels_last": True}),
     ("cohort eager: 4 x AT", "cohort", {"methods": ["at"] * 4}),
     ("cohort graph: 8 x AT", "cohort", {"methods": ["at"] * 8, "graph": True}),
     ("cohort graph: 16 x AT", "cohort", {"methods": ["at"] * 16, "graph": True}),
+    ("cohort graph channels_last: 16 x AT", "cohort", {"methods": ["at"] * 16, "graph": True, "channels_last": True}),
+    ("cohort graph channels_last bf16: 16 x AT", "cohort", {"methods": ["at"] * 16, "graph": True,
+                                                          "channels_last": True, "precision": "bf16"}),
     ("cohort graph: 16 x WRN-16-1", "cohort", {"methods": ["student"] * 16, "graph": True}),
     ("cohort graph: 5 x WRN-16-2", "cohort", {"methods": ["student"] * 5, "student": "wrn-16-2", "graph": True}),
     ("cohort graph shared: student,AT", "cohort", {"methods": ["student", "at"], "graph": True, "shared": True}),
@@ -126,8 +137,9 @@ def engine_case(data: ImageSet, device, options):
     config = RunConfig(student=student_arch, method=method, terms=terms, precision=options.get("precision", "fp32"),
                        teacher="benchmark" if teacher_arch else None, teacher_arch=teacher_arch, epochs=1)
     torch.manual_seed(0)
-    student = build_model(student_arch).to(device).train()
-    teacher = _frozen_teacher(device, teacher_arch) if teacher_arch else None
+    fmt = torch.channels_last if options.get("channels_last") else torch.contiguous_format
+    student = build_model(student_arch).to(device, memory_format=fmt).train()
+    teacher = _frozen_teacher(device, teacher_arch).to(memory_format=fmt) if teacher_arch else None
     objective = build_objective(config.terms, student, teacher).to(device)
     optimizer = torch.optim.SGD(list(student.parameters()) + list(objective.parameters()), lr=0.1, momentum=0.9,
                                 weight_decay=5e-4)
@@ -137,8 +149,10 @@ def engine_case(data: ImageSet, device, options):
 
     def epoch():  # the engine's epoch without its read-back of the means (random data may diverge: no matter)
         runner.reset()
-        for x, y in train_batches(data, 128, generator, device):
-            runner(x, y)
+        batches = list(train_batches(data, 128, generator, device)) if not options.get("replay_only") else \
+            [next(iter(train_batches(data, 128, generator, device)))] * (len(data) // 128)
+        for x, y in batches:
+            runner(x.contiguous(memory_format=fmt), y)
         if options.get("graph") and not runner.graph:
             raise RuntimeError("graph capture failed")
 
@@ -152,8 +166,9 @@ def cohort_case(data: ImageSet, device, options):
     for i in range(k):
         torch.manual_seed(i)
         students.append(build_model(options.get("student", STUDENT)))
-    cohort = pack(students).to(device).train()
-    teacher = _frozen_teacher(device, options.get("teacher") or TEACHER)
+    fmt = torch.channels_last if options.get("channels_last") else torch.contiguous_format
+    cohort = pack(students).to(device, memory_format=fmt).train()
+    teacher = _frozen_teacher(device, options.get("teacher") or TEACHER).to(memory_format=fmt)
     teachers = [None if m == "student" else teacher for m in methods]
     teacher_pass = TeacherPass(teachers, [None if t is None else "teacher" for t in teachers], shared)
     optimizer = torch.optim.SGD(cohort.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
@@ -164,7 +179,9 @@ def cohort_case(data: ImageSet, device, options):
     generators = [torch.Generator().manual_seed(i) for i in range(1 if shared else k)]
 
     def epoch():
-        cohort_epoch(runner, [train_batches(data, 128, g, device) for g in generators], k)
+        streams = [((x.contiguous(memory_format=fmt), y) for x, y in train_batches(data, 128, g, device))
+                   for g in generators]
+        cohort_epoch(runner, streams, k)
         if options.get("graph") and not runner.graph:
             raise RuntimeError("graph capture failed")
 
