@@ -100,8 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     pl = sub.add_parser("plan", help="list the groups a profile's CIFAR-10 suite trains and estimate GPU time")
     pl.add_argument("--profile", default="paper", help="quick, one-seed, paper (default), or a YAML file")
-    pl.add_argument("--rates", help="benchmark JSON with measured throughput per group shape "
-                    "(benchmarks/throughput.py --plan PROFILE --json FILE)")
+    pl.add_argument("--rates", nargs="+", help="benchmark JSON files with measured throughput per group shape "
+                    "(benchmarks/throughput.py --plan PROFILE --json FILE); later files win")
     pl.add_argument("--cohort", type=int, default=16, help="largest cohort (default 16, as on a GPU)")
     pl.add_argument("--share-batches", action="store_true", help="cohorts of one seed share batches and teacher "
                     "passes")
@@ -166,9 +166,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     settings = settings_from_profile(args.profile, cohort=args.cohort, share_batches=args.share_batches)
     rows = plan_groups(settings, args.tables)
     if args.rates:
-        if not Path(args.rates).is_file():
-            raise ConfigError(f"--rates file {args.rates} does not exist")
-        rows = estimate(rows, load_rates(args.rates))
+        rates = {}
+        for path in args.rates:
+            if not Path(path).is_file():
+                raise ConfigError(f"--rates file {path} does not exist")
+            rates.update(load_rates(path))
+        rows = estimate(rows, rates)
     print(format_plan(rows))
     return 0
 

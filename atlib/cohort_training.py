@@ -36,7 +36,8 @@ from .cohort import COHORT_TERMS, CohortWRN, _is_indexed, _student_slice, _take,
 from .config import RunConfig
 from .distributed import Dist
 from .engine import DEFAULT_RESULTS, TrainingError, _autocast, _device_name, _progress_bar, _rng_state, \
-    _set_rng_state, build_student, epoch_row, finish_run, make_source, prepare, resolve_device, train
+    _set_rng_state, build_student, channels_last_wanted, epoch_row, finish_run, make_source, prepare, \
+    resolve_device, train
 from .losses import full_precision
 from .models import count_parameters
 from .objective import build_objective
@@ -77,9 +78,10 @@ def _member_optimizer(student: nn.Module, config: RunConfig) -> torch.optim.SGD:
 
 def train_cohort(configs, results: str | Path = DEFAULT_RESULTS, progress: bool = True, restart: bool = False,
                  log: Callable[[str], None] | None = print, graph: bool | None = None,
-                 shared_batches: bool = False) -> list[dict]:
+                 shared_batches: bool = False, channels_last: bool | None = None) -> list[dict]:
     """Train the runs ``configs`` together; returns their records in order. Finished runs are not retrained; a
-    single unfinished run is trained by ``engine.train``."""
+    single unfinished run is trained by ``engine.train``. ``graph`` and ``channels_last`` as in ``engine.train``
+    (None: on CUDA)."""
     log = log or (lambda _msg: None)
     configs = list(configs)
     if not configs:
@@ -104,10 +106,11 @@ def train_cohort(configs, results: str | Path = DEFAULT_RESULTS, progress: bool 
         else:
             pending.append((config, run_id, teacher))
     if len(pending) == 1:
-        records[pending[0][1]] = train(pending[0][0], results, progress, restart, log, graph)
+        records[pending[0][1]] = train(pending[0][0], results, progress, restart, log, graph, channels_last)
     elif pending:
         device = resolve_device(configs[0].device)
-        records.update(_train_cohort(pending, store, device, progress, restart, log, graph, shared_batches))
+        records.update(_train_cohort(pending, store, device, progress, restart, log, graph, shared_batches,
+                                     channels_last))
     return [records[i] for i in ids]
 
 
@@ -224,11 +227,15 @@ def evaluate_cohort(cohort: CohortWRN, source, config: RunConfig, device: torch.
     return out
 
 
-def _train_cohort(pending, store: RunStore, device, progress, restart, log, graph, shared_batches) -> dict:
+def _train_cohort(pending, store: RunStore, device, progress, restart, log, graph, shared_batches,
+                  channels_last=None) -> dict:
     configs = [c for c, _, _ in pending]
     ids = [run_id for _, run_id, _ in pending]
     k, c0 = len(configs), configs[0]
     source = make_source(c0, device, Dist())
+    use_channels_last = channels_last_wanted(channels_last, device, source)
+    fmt = torch.channels_last if use_channels_last else torch.contiguous_format
+    source.memory_format = fmt
     teachers: list[nn.Module | None] = []
     resident: dict[str, nn.Module] = {}
     for config, _, teacher in pending:
@@ -239,7 +246,7 @@ def _train_cohort(pending, store: RunStore, device, progress, restart, log, grap
         if classes != source.num_classes:
             raise TrainingError(f"teacher {config.teacher} has {classes} classes but the data has "
                                 f"{source.num_classes}")
-        teachers.append(resident.setdefault(config.teacher, teacher.to(device)))
+        teachers.append(resident.setdefault(config.teacher, teacher.to(device, memory_format=fmt)))
     if restart:
         for run_id in ids:
             store.delete_run_state(run_id)
@@ -273,7 +280,7 @@ def _train_cohort(pending, store: RunStore, device, progress, restart, log, grap
     for run_id in ids:
         store.truncate_metrics(run_id, start_epoch)
 
-    cohort = pack(students)
+    cohort = pack(students).to(memory_format=fmt)
     optimizer = torch.optim.SGD(cohort.parameters(), lr=c0.lr, momentum=c0.momentum, weight_decay=c0.weight_decay)
     if momentum is not None:
         for name, p in cohort.named_parameters():
@@ -292,6 +299,7 @@ def _train_cohort(pending, store: RunStore, device, progress, restart, log, grap
     runner = StepRunner(body, device, use_graph, log=log)
     environment = {"device": str(device), "device_name": _device_name(device), "torch": torch.__version__,
                    "python": platform.python_version(), "processes": 1, "cuda_graph": use_graph,
+                   "channels_last": use_channels_last,
                    "cohort": {"size": k, "members": ids, "shared_batches": shared_batches}}
     full_configs = [c.to_dict() for c in configs]
     step_key = None

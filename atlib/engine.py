@@ -132,17 +132,19 @@ class CifarSource:
         self.test = to_device(ImageSet(test_set.images[ctx.rank::ctx.world_size],
                                        test_set.labels[ctx.rank::ctx.world_size], test_set.classes), device)
         self.num_classes, self.num_train = len(train_set.classes), len(train_set)
+        self.memory_format = torch.contiguous_format  # the engine sets channels_last on a GPU
 
     def train_batches(self, generator: torch.Generator):
         c, ctx = self.config, self.ctx
         local = c.batch_size // ctx.world_size
         for x, y in train_batches(self.train, c.batch_size, generator, self.device, augment=c.augment != "none",
-                                  flip_only=c.augment == "flip", drop_last=ctx.enabled):
+                                  flip_only=c.augment == "flip", drop_last=ctx.enabled,
+                                  memory_format=self.memory_format):
             yield (x[ctx.rank * local:(ctx.rank + 1) * local], y[ctx.rank * local:(ctx.rank + 1) * local]) \
                 if ctx.enabled else (x, y)
 
     def eval_batches(self):
-        return eval_batches(self.test, self.config.eval_batch_size, self.device)
+        return eval_batches(self.test, self.config.eval_batch_size, self.device, self.memory_format)
 
 
 class FolderSource:
@@ -299,23 +301,35 @@ def graph_wanted(graph: bool | None, device: torch.device, ctx: Dist, source) ->
     return possible if graph is None else bool(graph)
 
 
+def channels_last_wanted(channels_last: bool | None, device: torch.device, source) -> bool:
+    """Keep activations channels-last (NHWC)? None (auto): on CUDA with CIFAR data, where cuDNN's NHWC kernels
+    measured 1.3-1.4x faster for single runs on an H200. Same arithmetic, another memory layout."""
+    if channels_last is None:
+        return device.type == "cuda" and isinstance(source, CifarSource)
+    if channels_last and not isinstance(source, CifarSource):
+        raise TrainingError("channels_last is implemented for CIFAR data only")
+    return bool(channels_last)
+
+
 def train(config: RunConfig, results: str | Path = DEFAULT_RESULTS, progress: bool = True, restart: bool = False,
-          log: Callable[[str], None] | None = print, graph: bool | None = None) -> dict:
+          log: Callable[[str], None] | None = print, graph: bool | None = None,
+          channels_last: bool | None = None) -> dict:
     """Train ``config`` (or return its record if finished). Returns the record dict.
 
     ``graph``: capture the training step as a CUDA graph (None: whenever possible, see ``graph_wanted``).
+    ``channels_last``: NHWC activations (None: on CUDA, see ``channels_last_wanted``).
     Under ``torchrun`` every process calls this with the same configuration; rank 0 alone writes to the store."""
     device, ctx = None, Dist()
     try:
         device = resolve_device(config.device)
         ctx, device = setup(device)
         return _train(config, Path(results), progress and ctx.is_main, restart, log if ctx.is_main else None,
-                      device, ctx, graph)
+                      device, ctx, graph, channels_last)
     finally:
         teardown(ctx)
 
 
-def _train(config, results, progress, restart, log, device, ctx, graph=None) -> dict:
+def _train(config, results, progress, restart, log, device, ctx, graph=None, channels_last=None) -> dict:
     log = log or (lambda _msg: None)
     store = RunStore(results)
     config, run_id, teacher = prepare(config, store)
@@ -337,6 +351,12 @@ def _train(config, results, progress, restart, log, device, ctx, graph=None) -> 
     barrier(ctx)
 
     student = build_student(config, source.num_classes, device)
+    use_channels_last = channels_last_wanted(channels_last, device, source)
+    if use_channels_last:
+        source.memory_format = torch.channels_last
+        student.to(memory_format=torch.channels_last)
+        if teacher is not None:
+            teacher.to(memory_format=torch.channels_last)
     objective = build_objective(config.terms, student, teacher).to(device)
     trainable = [p for p in student.parameters() if p.requires_grad] + list(objective.parameters())
     optimizer = torch.optim.SGD(trainable, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
@@ -366,7 +386,8 @@ def _train(config, results, progress, restart, log, device, ctx, graph=None) -> 
     runner = StepRunner(make_step(model, teacher, objective, optimizer, config, device, ctx), device, use_graph,
                         log=log)
     environment = {"device": str(device), "device_name": _device_name(device), "torch": torch.__version__,
-                   "python": platform.python_version(), "processes": ctx.world_size, "cuda_graph": use_graph}
+                   "python": platform.python_version(), "processes": ctx.world_size, "cuda_graph": use_graph,
+                   "channels_last": use_channels_last}
     full_config = config.to_dict()
     step_key = None
     for epoch in range(start_epoch, config.epochs):

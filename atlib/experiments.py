@@ -380,19 +380,37 @@ def cohort_size(settings: Settings) -> int:
     return 16 if resolve_device(settings.device).type == "cuda" else 1
 
 
+# Cohorts pay only for narrow students: on an H200 (results/benchmarks/h200-2026-11-26) 7-16 WRN-16-1 students as one
+# grouped network trained at 61-73k images/s in all against 29-39k for one graphed run, while 2-5 students, and
+# cohorts of WRN-16-2 / WRN-40-x, ran slower in all than one graphed run of the same network.
+COHORT_STUDENTS = ("wrn-16-1",)
+MIN_COHORT = 7
+
+
 def schedule(configs: list[RunConfig], size: int, share_batches: bool = False) -> list[list[RunConfig]]:
-    """Groups of runs to train together, in order: runs that can share a cohort (``cohort_key``), with the same
-    teacher architecture (and the same seed when batches are shared), in chunks of at most ``size``; every other
-    run alone."""
+    """Groups of runs to train together, in order. Runs that may share a cohort (``cohort_key``, a student in
+    ``COHORT_STUDENTS``, the same seed when batches are shared) are cut into chunks of at most ``size`` with one
+    teacher architecture each; runs without a teacher fill free places. Chunks under ``MIN_COHORT`` runs (or all,
+    with ``size`` 1) train alone."""
     from .cohort_training import cohort_key
-    groups: dict[tuple, list[RunConfig]] = {}
+    families: dict[tuple, list[RunConfig]] = {}
     for i, config in enumerate(configs):
-        key = cohort_key(config) if size > 1 else None
-        label = (i,) if key is None else (key, config.teacher_arch, config.seed if share_batches else None)
-        groups.setdefault(label, []).append(config)
+        key = cohort_key(config) if size > 1 and config.student in COHORT_STUDENTS else None
+        label = (i,) if key is None else (key, config.seed if share_batches else None)
+        families.setdefault(label, []).append(config)
     out = []
-    for members in groups.values():
-        out += [members[i:i + size] for i in range(0, len(members), size)]
+    for members in families.values():
+        by_teacher: dict[str | None, list[RunConfig]] = {}
+        for config in members:
+            by_teacher.setdefault(config.teacher_arch, []).append(config)
+        free = by_teacher.pop(None, [])
+        chunks = [runs[i:i + size] for runs in by_teacher.values() for i in range(0, len(runs), size)]
+        for chunk in chunks:
+            while free and len(chunk) < size:
+                chunk.append(free.pop(0))
+        chunks += [free[i:i + size] for i in range(0, len(free), size)]
+        for chunk in chunks:
+            out += [chunk] if len(chunk) >= min(MIN_COHORT, size) or len(chunk) == 1 else [[c] for c in chunk]
     return out
 
 

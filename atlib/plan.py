@@ -65,29 +65,63 @@ def plan_groups(settings: Settings, tables=None) -> list[dict]:
     return rows
 
 
+def _case_shape(result: dict) -> dict | None:
+    """The group shape a benchmark result measured: its ``shape``, or for a plain graphed engine case (student,
+    teacher WRN-16-2 where the method needs one) the single-run shape it stands for."""
+    if "shape" in result:
+        return result["shape"]
+    options = result.get("options", {})
+    if result.get("kind") != "engine" or not options.get("graph") or options.get("replay_only") \
+            or options.get("cudnn_benchmark"):
+        return None
+    method = options["method"]
+    return {"student": options.get("student", "wrn-16-1"),
+            "teacher": None if method == "student" else options.get("teacher", "wrn-16-2"),
+            "methods": [method], "k": 1, "shared": False, "precision": options.get("precision", "fp32")}
+
+
 def load_rates(path: str | Path) -> dict[str, float]:
-    """Measured aggregate images/s by shape key, from ``benchmarks/throughput.py --json``."""
-    data = json.loads(Path(path).read_text())
-    return {shape_key(r["shape"]): r["images_per_s"] for r in data["results"]
-            if "shape" in r and r.get("images_per_s")}
+    """Measured aggregate images/s by shape key, from ``benchmarks/throughput.py --json`` (a case measured twice:
+    the later one, so list a file measured with the engine's current defaults last)."""
+    rates = {}
+    for result in json.loads(Path(path).read_text())["results"]:
+        shape = _case_shape(result)
+        if shape is not None and result.get("images_per_s"):
+            rates[shape_key(shape)] = result["images_per_s"]
+    return rates
+
+
+def _nearest_cohort_rate(shape: dict, rates: dict[str, float]) -> float | None:
+    """A cohort shape not measured as such: the measured cohort of the same student, teacher, batch sharing and
+    precision with the nearest size (per-run costs of CE, KD and AT are close; the size matters)."""
+    best = None
+    for key, rate in rates.items():
+        other = json.loads(key)
+        if other["k"] > 1 and all(other[f] == shape[f] for f in ("student", "teacher", "shared", "precision")):
+            distance = abs(other["k"] - shape["k"])
+            if best is None or distance < best[0]:
+                best = (distance, rate)
+    return None if best is None else best[1]
 
 
 def estimate(rows: list[dict], rates: dict[str, float]) -> list[dict]:
-    """Rows with ``rate`` and ``seconds`` (None where the shape was not measured)."""
+    """Rows with ``rate``, ``approximate`` and ``seconds`` (None where nothing comparable was measured)."""
     out = []
     for row in rows:
-        rate = rates.get(shape_key(row["shape"]))
+        rate, approximate = rates.get(shape_key(row["shape"])), False
+        if rate is None and row["shape"]["k"] > 1:
+            rate, approximate = _nearest_cohort_rate(row["shape"], rates), True
         seconds = None
         if rate:
             seconds = (row["images"] + row["eval_images"] / 3) / rate + row["epochs"] * EPOCH_OVERHEAD_S
-        out.append({**row, "rate": rate, "seconds": seconds})
+        out.append({**row, "rate": rate, "approximate": approximate and rate is not None, "seconds": seconds})
     return out
 
 
 def format_plan(rows: list[dict]) -> str:
     lines = [f"{'phase':<9} {'group':<72} {'runs':>4} {'Mimages':>8} {'img/s':>9} {'minutes':>8}"]
     for r in rows:
-        rate = f"{r['rate']:,.0f}" if r.get("rate") else "?"
+        rate = (("~" if r.get("approximate") else "") + f"{r['rate']:,.0f}") if r.get("rate") else "?"
         minutes = f"{r['seconds'] / 60:.1f}" if r.get("seconds") is not None else "?"
         lines.append(f"{r['phase']:<9} {shape_label(r['shape']):<72.72} {r['runs']:>4} {r['images'] / 1e6:>8.1f} "
                      f"{rate:>9} {minutes:>8}")
@@ -97,4 +131,6 @@ def format_plan(rows: list[dict]) -> str:
     lines.append(f"total: {runs} runs in {len(rows)} groups, {sum(r['images'] for r in rows) / 1e9:.2f} G training "
                  f"images, {sum(known) / 3600:.2f} GPU-hours estimated"
                  + (f" ({missing} groups not measured: not counted)" if missing else ""))
+    if any(r.get("approximate") for r in rows):
+        lines.append("~: rate of the measured cohort of the same networks with the nearest size")
     return "\n".join(lines)

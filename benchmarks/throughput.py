@@ -43,6 +43,8 @@ from atlib.steps import StepRunner
 # (label, kind, options). Teacher WRN-16-2, student WRN-16-1 unless the options say otherwise.
 CASES = [
     ("authors'-style loop: AT 16-2 -> 16-1", "authors", {}),
+    ("engine eager: WRN-16-1", "engine", {"method": "student"}),
+    ("engine eager: WRN-16-2", "engine", {"method": "student", "student": "wrn-16-2"}),
     ("engine eager: AT 16-2 -> 16-1", "engine", {"method": "at"}),
     ("engine graph: WRN-16-1", "engine", {"method": "student", "graph": True}),
     ("engine graph: WRN-16-2", "engine", {"method": "student", "student": "wrn-16-2", "graph": True}),
@@ -239,7 +241,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=None, help="images per student per timed epoch (default: "
                         "1280 on CPU, 6400 on GPU)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--only", default=None, help="run only cases whose label contains one of these comma-separated texts")
+    parser.add_argument("--only", default=None,
+                        help="run only cases whose label contains one of these comma-separated texts")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     parser.add_argument("--plan", default=None, metavar="PROFILE",
                         help="also measure every group shape this profile's suite trains on a GPU (for atlib plan)")
@@ -253,7 +256,8 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     data = ImageSet(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
                     torch.randint(0, 10, (n,), generator=g))
-    header = {"commit": os.environ.get("ATLIB_COMMIT", "unknown"), "device": str(device), "device_name": _device_name(device), "torch": torch.__version__,
+    header = {"commit": os.environ.get("ATLIB_COMMIT", "unknown"), "device": str(device),
+              "device_name": _device_name(device), "torch": torch.__version__,
               "python": platform.python_version(), "cpu_threads": torch.get_num_threads(), "images": n,
               "repeats": args.repeats, "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
     print(f"# atlib throughput vs an authors'-style loop, batch 128 per student, {n} random images per student per "

@@ -109,6 +109,12 @@ def unpack_file(src: Path, dest_dir: Path) -> str:
     return header["name"]
 
 
+def _copy_side_files(source: Path, dest: Path) -> None:
+    for name in SIDE_FILES:
+        if (source / name).is_file():
+            shutil.copyfile(source / name, dest / name)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=("pack", "unpack"))
@@ -124,9 +130,7 @@ def main(argv=None) -> int:
         if missing:
             print(f"error: {args.source} lacks {missing}", file=sys.stderr)
             return 2
-        for name in SIDE_FILES:
-            if (args.source / name).is_file():
-                shutil.copyfile(args.source / name, args.dest / name)
+        _copy_side_files(args.source, args.dest)
         with ProcessPoolExecutor() as pool:
             for name, before, after in pool.map(pack_file, [args.source / n for n in BATCHES],
                                                 [args.dest] * len(BATCHES)):
@@ -136,9 +140,7 @@ def main(argv=None) -> int:
         if not parts:
             print(f"error: no {SUFFIX} files in {args.source}", file=sys.stderr)
             return 2
-        for name in SIDE_FILES:
-            if (args.source / name).is_file():
-                shutil.copyfile(args.source / name, args.dest / name)
+        _copy_side_files(args.source, args.dest)
         with ProcessPoolExecutor() as pool:
             for name in pool.map(unpack_file, parts, [args.dest] * len(parts)):
                 print(f"{name}: unpacked, MD5 verified")

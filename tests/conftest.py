@@ -38,3 +38,18 @@ def tiny_cub(tmp_path_factory) -> Path:
     from tiny_images import make_cub
 
     return make_cub(tmp_path_factory.mktemp("tiny_cub") / "CUB_200_2011")
+
+
+@pytest.fixture
+def float64(monkeypatch):
+    """Train in float64 (models and batches): comparisons of two training paths then test the math, not float32
+    rounding, which tiny runs at lr 0.1 amplify to percent-level weight differences within a few steps."""
+    import torch
+
+    import atlib.data.batches as batches
+    normalize = batches.normalize
+    monkeypatch.setattr(batches, "normalize", lambda x: normalize(x).double())
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)

@@ -4,9 +4,7 @@ training each member alone (float64, to 1e-10), resumable as a cohort or member 
 import shutil
 
 import pytest
-import torch
 
-import atlib.data.batches as batches
 from atlib import engine
 from atlib.cohort_training import cohort_key, train_cohort
 from atlib.config import RunConfig
@@ -15,17 +13,6 @@ from atlib.store import RunStore
 
 COMMON = dict(dataset="sample", epochs=3, train_subset=160, test_subset=100, batch_size=64, device="cpu",
               lr_milestones=[1, 2])  # 160 = 2 full batches + a batch of 32; an lr drop every epoch
-
-
-@pytest.fixture
-def float64(monkeypatch):
-    """Train in float64 (models and batches), so that the comparisons test the math, not float32 rounding."""
-    normalize = batches.normalize
-    monkeypatch.setattr(batches, "normalize", lambda x: normalize(x).double())
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
 
 
 @pytest.fixture(scope="module")
@@ -132,3 +119,19 @@ def test_cohort_refuses_members_it_cannot_train(teacher, tmp_path):
         train_cohort([base[0], base[0]], results=tmp_path, log=None)
     assert cohort_key(base[0]) == cohort_key(base[1]) is not None
     assert cohort_key(RunConfig(student="nin-thin")) is None
+
+
+def test_channels_last_is_the_same_training(teacher, tmp_path, float64):
+    """NHWC activations (the GPU default) change the layout, not the arithmetic: single runs and cohorts."""
+    teacher_id = _copy_teacher(teacher, tmp_path / "nchw")
+    _copy_teacher(teacher, tmp_path / "nhwc")
+    cfgs = _members(teacher_id, seeds=(0, 1), methods=("student", "at"))
+    single = cfgs[1]
+    a = engine.train(single, results=tmp_path / "nchw", progress=False, log=None, channels_last=False)
+    b = engine.train(single, results=tmp_path / "nhwc", progress=False, log=None, channels_last=True)
+    assert not a["environment"]["channels_last"] and b["environment"]["channels_last"]
+    assert _max_diff(tmp_path / "nchw", tmp_path / "nhwc", a["run_id"]) < 1e-10
+    _copy_teacher(teacher, tmp_path / "cohort")
+    together = train_cohort(cfgs, results=tmp_path / "cohort", progress=False, log=None, channels_last=True)
+    assert together[1]["environment"]["channels_last"]
+    assert _max_diff(tmp_path / "nchw", tmp_path / "cohort", a["run_id"]) < 1e-10

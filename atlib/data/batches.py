@@ -152,6 +152,7 @@ def train_batches(
     augment: bool = True,
     drop_last: bool = False,
     flip_only: bool = False,
+    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> Iterator[Batch]:
     """One shuffled, augmented epoch of ``(x, y)`` on ``device``.
 
@@ -163,7 +164,7 @@ def train_batches(
     dev_data = to_device(data, device)
     n = len(dev_data)
     draws = draw_epoch(n, generator, crop=augment and not flip_only, flip=augment)
-    return _train_iter(dev_data, int(batch_size), draws, drop_last)
+    return _train_iter(dev_data, int(batch_size), draws, drop_last, memory_format)
 
 
 _augment = augment
@@ -172,7 +173,8 @@ _augment = augment
 CHUNK_IMAGES = 8192  # images gathered, augmented and normalised per launch sequence (whole batches)
 
 
-def _train_iter(data: ImageSet, batch_size: int, draws: EpochDraws, drop_last: bool) -> Iterator[Batch]:
+def _train_iter(data: ImageSet, batch_size: int, draws: EpochDraws, drop_last: bool,
+                memory_format: torch.memory_format = torch.contiguous_format) -> Iterator[Batch]:
     # Augmentation is per image, so doing it for a chunk of batches at once gives the same batches with a few
     # kernel launches per chunk instead of per batch (the launches dominate small CIFAR steps on a GPU).
     n = len(data)
@@ -187,20 +189,23 @@ def _train_iter(data: ImageSet, batch_size: int, draws: EpochDraws, drop_last: b
             data.images[idx],
             None if draws.offsets is None else draws.offsets[cs:ce],
             None if draws.flips is None else draws.flips[cs:ce],
-        ))
+        )).contiguous(memory_format=memory_format)
         ys = data.labels[idx]
         for s in range(0, ce - cs, batch_size):
             yield xs[s:s + batch_size], ys[s:s + batch_size]
 
 
-def eval_batches(data: ImageSet, batch_size: int, device: torch.device | str) -> Iterator[Batch]:
+def eval_batches(data: ImageSet, batch_size: int, device: torch.device | str,
+                 memory_format: torch.memory_format = torch.contiguous_format) -> Iterator[Batch]:
     """The whole set in order, normalised and unaugmented, on ``device``."""
     _check_batch_size(batch_size)
     dev_data = to_device(data, device)
-    return _eval_iter(dev_data, int(batch_size))
+    return _eval_iter(dev_data, int(batch_size), memory_format)
 
 
-def _eval_iter(data: ImageSet, batch_size: int) -> Iterator[Batch]:
+def _eval_iter(data: ImageSet, batch_size: int,
+               memory_format: torch.memory_format = torch.contiguous_format) -> Iterator[Batch]:
     n = len(data)
     for s in range(0, n, batch_size):
-        yield normalize(data.images[s:s + batch_size]), data.labels[s:s + batch_size]
+        yield normalize(data.images[s:s + batch_size]).contiguous(memory_format=memory_format), \
+            data.labels[s:s + batch_size]
