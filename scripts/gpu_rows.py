@@ -1,6 +1,9 @@
 """Train the `one-seed` profile's WRN-16-2 -> WRN-16-1 rows on one GPU within a time budget (a lent GPU session).
 
-    python scripts/gpu_rows.py --deadline 420 --data-root /tmp/cifar [--rates bench.json] [--out DIR]
+    python scripts/gpu_rows.py --deadline 420 --data-root /tmp/cifar --results results \
+        --rates results/benchmarks/h200-2026-11-26/2-single-runs.json --out $OUT
+
+(``--results results``: the committed ``one-seed`` teacher is found there and not trained again.)
 
 1. the WRN-16-2 teacher (200 epochs, one captured-graph run), unless already finished;
 2. the WRN-16-1 rows AT and student (seed 0) as single captured-graph runs, each only if its measured rate
