@@ -36,8 +36,8 @@ from .cohort import COHORT_TERMS, CohortWRN, _is_indexed, _student_slice, _take,
 from .config import RunConfig
 from .distributed import Dist
 from .engine import DEFAULT_RESULTS, TrainingError, _autocast, _device_name, _progress_bar, _rng_state, \
-    _set_rng_state, build_student, channels_last_wanted, epoch_row, finish_run, make_source, prepare, \
-    resolve_device, train
+    _set_rng_state, build_student, channels_last_wanted, epoch_row, finish_run, make_optimizer, make_source, \
+    prepare, resolve_device, train
 from .losses import full_precision
 from .models import count_parameters
 from .objective import build_objective
@@ -281,7 +281,7 @@ def _train_cohort(pending, store: RunStore, device, progress, restart, log, grap
         store.truncate_metrics(run_id, start_epoch)
 
     cohort = pack(students).to(memory_format=fmt)
-    optimizer = torch.optim.SGD(cohort.parameters(), lr=c0.lr, momentum=c0.momentum, weight_decay=c0.weight_decay)
+    optimizer = make_optimizer(cohort.parameters(), c0, device)
     if momentum is not None:
         for name, p in cohort.named_parameters():
             bufs = [m[name] for m in momentum]

@@ -33,7 +33,7 @@ from atlib.cohort_training import TeacherPass, cohort_epoch, make_cohort_step
 from atlib.config import RunConfig
 from atlib.data import ImageSet, train_batches
 from atlib.data.cifar import CIFAR_MEAN, CIFAR_STD
-from atlib.engine import _device_name, make_step, resolve_device
+from atlib.engine import _device_name, make_optimizer, make_step, resolve_device
 from atlib.losses import at_loss, cross_entropy
 from atlib.methods import method_terms
 from atlib.models import build_model
@@ -57,6 +57,9 @@ CASES = [
                                                              "channels_last": True}),
     ("engine graph channels_last bf16: AT 16-2 -> 16-1", "engine", {"method": "at", "graph": True,
                                                                   "channels_last": True, "precision": "bf16"}),
+    ("engine graph channels_last bf16 foreach-SGD: AT", "engine", {"method": "at", "graph": True,
+                                                                  "channels_last": True, "precision": "bf16",
+                                                                  "fused": False}),
     ("engine graph replay only: AT 16-2 -> 16-1", "engine", {"method": "at", "graph": True, "replay_only": True}),
     ("engine graph replay only channels_last: AT", "engine", {"method": "at", "graph": True, "replay_only": True,
                                                              "channels_last": True}),
@@ -143,8 +146,8 @@ def engine_case(data: ImageSet, device, options):
     student = build_model(student_arch).to(device, memory_format=fmt).train()
     teacher = _frozen_teacher(device, teacher_arch).to(memory_format=fmt) if teacher_arch else None
     objective = build_objective(config.terms, student, teacher).to(device)
-    optimizer = torch.optim.SGD(list(student.parameters()) + list(objective.parameters()), lr=0.1, momentum=0.9,
-                                weight_decay=5e-4)
+    optimizer = make_optimizer(list(student.parameters()) + list(objective.parameters()), config, device,
+                               options.get("fused"))
     runner = StepRunner(make_step(student, teacher, objective, optimizer, config, device), device,
                         graph=options.get("graph", False), log=print)
     generator = torch.Generator().manual_seed(0)
@@ -173,7 +176,7 @@ def cohort_case(data: ImageSet, device, options):
     teacher = _frozen_teacher(device, options.get("teacher") or TEACHER).to(memory_format=fmt)
     teachers = [None if m == "student" else teacher for m in methods]
     teacher_pass = TeacherPass(teachers, [None if t is None else "teacher" for t in teachers], shared)
-    optimizer = torch.optim.SGD(cohort.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    optimizer = make_optimizer(cohort.parameters(), RunConfig(student=STUDENT), device, options.get("fused"))
     state = {"epoch": 0, "active": None}
     body = make_cohort_step(cohort, teacher_pass, [method_terms(m) for m in methods], optimizer,
                             options.get("precision", "fp32"), device, state)
