@@ -163,14 +163,8 @@ class CohortWRN(nn.Module):
     def forward(self, x: torch.Tensor):
         if x.dim() != 4 or x.shape[1] != 3 * self.k:
             raise ValueError(f"a cohort of {self.k} expects input (B, {3 * self.k}, H, W), got {tuple(x.shape)}")
-        out = self.stem(x)
-        group_outputs = []
-        for group in self.groups:
-            out = group(out)
-            group_outputs.append(out)
-        out = F.relu(self.head_bn(out))
-        out = F.adaptive_avg_pool2d(out, 1).flatten(1).view(x.shape[0], self.k, -1)  # (B, K, C)
-        return self.fc(out), group_outputs
+        pooled, group_outputs = WideResNet.features(self, x)  # same stem, groups and head BN, grouped
+        return self.fc(pooled.view(x.shape[0], self.k, -1)), group_outputs  # (B, K, C) -> (B, K, classes)
 
 
 # ------------------------------------------------------------------------------------------------ layout helpers

@@ -36,8 +36,8 @@ from .cohort import COHORT_TERMS, CohortWRN, _is_indexed, _student_slice, _take,
 from .config import RunConfig
 from .distributed import Dist
 from .engine import DEFAULT_RESULTS, TrainingError, _autocast, _device_name, _progress_bar, _rng_state, \
-    _set_rng_state, build_student, channels_last_wanted, epoch_row, finish_run, make_optimizer, make_source, \
-    prepare, resolve_device, train
+    _set_rng_state, build_student, channels_last_wanted, epoch_row, finish_run, graph_wanted, make_optimizer, \
+    make_source, prepare, resolve_device, train
 from .losses import full_precision
 from .models import count_parameters
 from .objective import build_objective
@@ -70,10 +70,10 @@ def _check_members(configs: list[RunConfig]) -> None:
                 raise TrainingError(f"cohort members must share {name}: {value!r} vs {other[name]!r}")
 
 
-def _member_optimizer(student: nn.Module, config: RunConfig) -> torch.optim.SGD:
-    """The optimizer ``engine.train`` builds for this run (its state dict is what a single-run checkpoint holds)."""
-    return torch.optim.SGD([p for p in student.parameters() if p.requires_grad], lr=config.lr,
-                           momentum=config.momentum, weight_decay=config.weight_decay)
+def _member_optimizer(student: nn.Module, config: RunConfig, device: torch.device) -> torch.optim.SGD:
+    """The optimizer ``engine.train`` builds for this run (its state dict is what a single-run checkpoint holds;
+    cohort terms have no parameters of their own)."""
+    return make_optimizer([p for p in student.parameters() if p.requires_grad], config, device)
 
 
 def train_cohort(configs, results: str | Path = DEFAULT_RESULTS, progress: bool = True, restart: bool = False,
@@ -267,7 +267,7 @@ def _train_cohort(pending, store: RunStore, device, progress, restart, log, grap
         for student, objective, config, ck, gen in zip(students, objectives, configs, checkpoints, generators):
             student.load_state_dict(ck["student"])
             objective.load_state_dict(ck["objective"])
-            member = _member_optimizer(student, config)
+            member = _member_optimizer(student, config, device)
             member.load_state_dict(ck["optimizer"])
             momentum.append({name: member.state.get(p, {}).get("momentum_buffer")
                              for name, p in student.named_parameters()})
@@ -293,9 +293,7 @@ def _train_cohort(pending, store: RunStore, device, progress, restart, log, grap
     specs = [c.terms for c in configs]
     state = {"epoch": start_epoch, "active": None}
     body = make_cohort_step(cohort, teacher_pass, specs, optimizer, c0.precision, device, state)
-    use_graph = device.type == "cuda" if graph is None else bool(graph)
-    if use_graph and device.type != "cuda":
-        raise TrainingError(f"CUDA graphs need a CUDA device, got {device}")
+    use_graph = graph_wanted(graph, device, Dist(), source)
     runner = StepRunner(body, device, use_graph, log=log)
     environment = {"device": str(device), "device_name": _device_name(device), "torch": torch.__version__,
                    "python": platform.python_version(), "processes": 1, "cuda_graph": use_graph,
@@ -310,8 +308,9 @@ def _train_cohort(pending, store: RunStore, device, progress, restart, log, grap
         for group in optimizer.param_groups:
             group["lr"] = lr
         state["epoch"] = epoch
-        key = (lr, tuple(tuple(name for name, o in spec.items() if epoch >= int((o or {}).get("start_epoch", 0)))
-                         for spec in specs))
+        for objective in objectives:
+            objective.epoch = epoch
+        key = (lr, tuple(tuple(objective.active_terms()) for objective in objectives))
         if key != step_key:
             runner.invalidate()
             step_key = key
@@ -352,7 +351,7 @@ def _train_cohort(pending, store: RunStore, device, progress, restart, log, grap
             store.append_metrics(run_id, epoch_row(epoch, lr, stats, tests[i], seconds, source.num_train /
                                                    train_seconds, run_id, full_configs[i], environment))
             students[i].load_state_dict(per_student[i])
-            member = _member_optimizer(students[i], config)
+            member = _member_optimizer(students[i], config, device)
             for name, p in students[i].named_parameters():
                 buf = optimizer.state.get(cohort_params[name], {}).get("momentum_buffer")
                 if buf is not None:

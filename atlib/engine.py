@@ -404,9 +404,10 @@ def _train(config, results, progress, restart, log, device, ctx, graph=None, cha
         for group in optimizer.param_groups:
             group["lr"] = lr
         objective.epoch = epoch
-        if (lr, tuple(objective.active_terms())) != step_key:  # a captured step bakes in lr and active terms
+        key = (lr, tuple(objective.active_terms()))  # a captured step bakes in lr and the active terms
+        if key != step_key:
             runner.invalidate()
-            step_key = (lr, tuple(objective.active_terms()))
+            step_key = key
         environment["cuda_graph"] = runner.graph
         set_train_mode(student, config.freeze_groups, config.freeze_bn)
         objective.train()

@@ -53,7 +53,6 @@ class StepRunner:
         self.sums: dict[str, torch.Tensor] = {}
         self.names: list[str] = []        # the statistics of the latest step (the epoch's active ones)
         self.seen = 0
-        self.captures = 0
         self._graph = None
         self._static: tuple[torch.Tensor, torch.Tensor] | None = None
         self._shape = None
@@ -128,4 +127,3 @@ class StepRunner:
         finally:
             self._capturing = False
         self._graph, self._static = graph, (static_x, static_y)
-        self.captures += 1

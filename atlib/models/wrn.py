@@ -77,15 +77,19 @@ class WideResNet(nn.Module):
         if init == "authors":
             authors_init(self)
 
-    def forward(self, x: torch.Tensor):
+    def features(self, x: torch.Tensor):
+        """``(pooled features (B, C), [group outputs])``: everything but the final linear layer."""
         out = self.stem(x)
         group_outputs = []
         for group in self.groups:
             out = group(out)
             group_outputs.append(out)
         out = F.relu(self.head_bn(out))
-        out = F.adaptive_avg_pool2d(out, 1).flatten(1)  # the 8x8 average pool at CIFAR resolution
-        return self.fc(out), group_outputs
+        return F.adaptive_avg_pool2d(out, 1).flatten(1), group_outputs  # the 8x8 average pool at CIFAR resolution
+
+    def forward(self, x: torch.Tensor):
+        pooled, group_outputs = self.features(x)
+        return self.fc(pooled), group_outputs
 
 
 def authors_init(model: nn.Module) -> None:
