@@ -105,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--cohort", type=int, default=16, help="largest cohort (default 16, as on a GPU)")
     pl.add_argument("--share-batches", action="store_true", help="cohorts of one seed share batches and teacher "
                     "passes")
+    pl.add_argument("--concurrent", type=int, default=1, help="single runs of one shape trained at once on a GPU "
+                    "(default 1)")
     pl.add_argument("--tables", nargs="+", help=f"tables to plan (default all CIFAR-10 ones: {', '.join(TABLES)})")
 
     r = sub.add_parser("runs", help="list stored runs with their status and final test error")
@@ -163,7 +165,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
             raise ConfigError(f"unknown table {name!r}; expected some of {', '.join(TABLES)}")
     if args.cohort < 1:
         raise ConfigError(f"--cohort must be at least 1, got {args.cohort}")
-    settings = settings_from_profile(args.profile, cohort=args.cohort, share_batches=args.share_batches)
+    if args.concurrent < 1:
+        raise ConfigError(f"--concurrent must be at least 1, got {args.concurrent}")
+    settings = settings_from_profile(args.profile, cohort=args.cohort, share_batches=args.share_batches,
+                                     concurrent=args.concurrent)
     rows = plan_groups(settings, args.tables)
     if args.rates:
         rates = {}

@@ -242,6 +242,14 @@ def train_epoch(student: nn.Module, teacher: nn.Module | None, objective: Object
                 runner: StepRunner | None = None) -> dict[str, float]:
     """One epoch of SGD over ``batches``; returns mean train loss, train error (%) and the mean of every term and
     detail (over all processes). The caller sets train/eval modes. ``runner`` (eager if None) runs the steps."""
+    return run_to_end(train_epoch_steps(student, teacher, objective, optimizer, batches, config, device, bar, ctx,
+                                        runner))
+
+
+def train_epoch_steps(student: nn.Module, teacher: nn.Module | None, objective: Objective, optimizer, batches,
+                      config: RunConfig, device: torch.device, bar=None, ctx: Dist = Dist(),
+                      runner: StepRunner | None = None):
+    """``train_epoch`` as a generator: yields ``STEP`` after each step (see ``train_steps``), returns the means."""
     if runner is None:
         runner = StepRunner(make_step(student, teacher, objective, optimizer, config, device, ctx), device)
     runner.reset()
@@ -252,6 +260,7 @@ def train_epoch(student: nn.Module, teacher: nn.Module | None, objective: Object
             bar.update(b)
             if bar.n // b % 10 == 1 and "loss" in runner.sums:  # every 10 batches: reading waits for the device
                 bar.set_postfix(loss=f"{runner.sums['loss'].item() / runner.seen:.4f}", refresh=False)
+        yield STEP
     sums = runner.totals()
     names = [n for n in sums if n != "wrong"]
     seen = torch.tensor(float(runner.seen), dtype=torch.float64, device=device)
@@ -262,6 +271,18 @@ def train_epoch(student: nn.Module, teacher: nn.Module | None, objective: Object
         raise FloatingPointError(f"non-finite training loss {bad}")
     means["error"] = 100.0 * totals[-2] / totals[-1]
     return means
+
+
+STEP, EPOCH = "step", "epoch"  # what ``train_steps`` yields: after each SGD step, after each recorded epoch
+
+
+def run_to_end(steps):
+    """Exhaust a step generator (``train_steps``, ``train_epoch_steps``) and return what it returns."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
 
 
 def _rng_state(generator: torch.Generator, device: torch.device) -> dict:
@@ -330,13 +351,19 @@ def train(config: RunConfig, results: str | Path = DEFAULT_RESULTS, progress: bo
     try:
         device = resolve_device(config.device)
         ctx, device = setup(device)
-        return _train(config, Path(results), progress and ctx.is_main, restart, log if ctx.is_main else None,
-                      device, ctx, graph, channels_last)
+        return run_to_end(train_steps(config, Path(results), progress and ctx.is_main, restart,
+                                      log if ctx.is_main else None, device, ctx, graph, channels_last))
     finally:
         teardown(ctx)
 
 
-def _train(config, results, progress, restart, log, device, ctx, graph=None, channels_last=None) -> dict:
+def train_steps(config: RunConfig, results: Path, progress: bool, restart: bool, log, device: torch.device,
+                ctx: Dist = Dist(), graph: bool | None = None, channels_last: bool | None = None,
+                concurrent: int = 1):
+    """``train``'s work as a generator on a resolved device: yields ``STEP`` after every SGD step and ``EPOCH``
+    after every recorded epoch, returns the record. ``atlib.concurrent`` interleaves several of these, each on its
+    own CUDA stream (``concurrent``: how many, noted in the records); ``train`` runs one to the end. All device work
+    is queued on the current stream."""
     log = log or (lambda _msg: None)
     store = RunStore(results)
     config, run_id, teacher = prepare(config, store)
@@ -395,6 +422,8 @@ def _train(config, results, progress, restart, log, device, ctx, graph=None, cha
     environment = {"device": str(device), "device_name": _device_name(device), "torch": torch.__version__,
                    "python": platform.python_version(), "processes": ctx.world_size, "cuda_graph": use_graph,
                    "channels_last": use_channels_last}
+    if concurrent > 1:
+        environment["concurrent_runs"] = concurrent  # images_per_s is then this run's share of the GPU
     full_config = config.to_dict()
     step_key = None
     for epoch in range(start_epoch, config.epochs):
@@ -414,8 +443,8 @@ def _train(config, results, progress, restart, log, device, ctx, graph=None, cha
         bar = _progress_bar(progress, source.num_train, f"{run_id[:40]} {epoch + 1}/{config.epochs}")
         t0 = time.perf_counter()
         try:
-            stats = train_epoch(model, teacher, objective, optimizer, source.train_batches(generator), config,
-                                device, bar, ctx, runner)
+            stats = yield from train_epoch_steps(model, teacher, objective, optimizer,
+                                                 source.train_batches(generator), config, device, bar, ctx, runner)
         except FloatingPointError as e:
             raise TrainingError(f"{run_id} diverged at epoch {epoch + 1}: {e}; the records of epochs 1..{epoch} "
                                 f"are kept in {store.run_dir(run_id)}") from None
@@ -423,7 +452,7 @@ def _train(config, results, progress, restart, log, device, ctx, graph=None, cha
             if bar is not None:
                 bar.close()
         if device.type == "cuda":
-            torch.cuda.synchronize(device)
+            torch.cuda.current_stream(device).synchronize()  # this run's work only (see atlib.concurrent)
         train_seconds = time.perf_counter() - t0
         test = evaluate(student, source, config, device, ctx)
         if not math.isfinite(test["test_loss"]):
@@ -440,6 +469,7 @@ def _train(config, results, progress, restart, log, device, ctx, graph=None, cha
         if progress:
             log(f"{run_id} epoch {epoch + 1}/{config.epochs}: train loss {row['train_loss']:.4f}, train error "
                 f"{row['train_error']:.2f}%, test error {row['test_error']:.2f}%, {row['images_per_s']:.0f} img/s")
+        yield EPOCH
 
     if not ctx.is_main:
         barrier(ctx)  # wait for rank 0's record, then return the same one

@@ -8,6 +8,7 @@ identical configurations (e.g. WRN-16-1 alone in two tables) share one run in th
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -243,6 +244,7 @@ class Settings:
     workers: int = 4                  # DataLoader worker processes for image folders
     cohort: int | None = None         # most runs trained together as one grouped network; None: 16 on CUDA, else 1
     share_batches: bool = False       # cohorts of one seed draw each batch once and run each teacher once per batch
+    concurrent: int = 1               # GPU: single runs of one shape (seeds) trained at once on their own CUDA streams
 
     def __post_init__(self):
         self.seeds = [int(s) for s in self.seeds]
@@ -380,6 +382,18 @@ def cohort_size(settings: Settings) -> int:
     return 16 if resolve_device(settings.device).type == "cuda" else 1
 
 
+def concurrent_size(settings: Settings, on_gpu: bool | None = None) -> int:
+    """How many single runs ``run_cells`` trains at once: ``Settings.concurrent`` on a GPU (``on_gpu`` None: the
+    settings' device decides), 1 elsewhere (interleaving runs on a CPU gains nothing)."""
+    n = settings.concurrent
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"concurrent must be a positive integer, got concurrent={n!r}")
+    if on_gpu is None:
+        from .engine import resolve_device
+        on_gpu = resolve_device(settings.device).type == "cuda"
+    return n if on_gpu else 1
+
+
 # Cohorts pay only for narrow students: on an H200 (results/benchmarks/h200-2026-11-26) 7-16 WRN-16-1 students as one
 # grouped network trained at 61-73k images/s in all against 29-39k for one graphed run, while 2-5 students, and
 # cohorts of WRN-16-2 / WRN-40-x, ran slower in all than one graphed run of the same network.
@@ -387,11 +401,20 @@ COHORT_STUDENTS = ("wrn-16-1",)
 MIN_COHORT = 7
 
 
-def schedule(configs: list[RunConfig], size: int, share_batches: bool = False) -> list[list[RunConfig]]:
+def run_shape(config: RunConfig) -> tuple:
+    """What makes runs alike in speed and length (all but the seed and the teacher's weights)."""
+    return (config.student, config.teacher_arch, config.method, json.dumps(config.terms, sort_keys=True),
+            config.precision, config.dataset, config.epochs, config.train_subset, config.batch_size)
+
+
+def schedule(configs: list[RunConfig], size: int, share_batches: bool = False,
+             concurrent: int = 1) -> list[list[RunConfig]]:
     """Groups of runs to train together, in order. Runs that may share a cohort (``cohort_key``, a student in
     ``COHORT_STUDENTS``, the same seed when batches are shared) are cut into chunks of at most ``size`` with one
     teacher architecture each; runs without a teacher fill free places. Chunks under ``MIN_COHORT`` runs (or all,
-    with ``size`` 1) train alone."""
+    with ``size`` 1) train alone. Then, with ``concurrent`` > 1, runs left alone are gathered by ``run_shape``
+    (typically one cell's seeds) into sets of at most ``concurrent`` that train at once (``is_cohort`` tells the
+    two kinds of group apart); a set takes the place of its first run."""
     from .cohort_training import cohort_key
     families: dict[tuple, list[RunConfig]] = {}
     for i, config in enumerate(configs):
@@ -411,7 +434,31 @@ def schedule(configs: list[RunConfig], size: int, share_batches: bool = False) -
         chunks += [free[i:i + size] for i in range(0, len(free), size)]
         for chunk in chunks:
             out += [chunk] if len(chunk) >= min(MIN_COHORT, size) or len(chunk) == 1 else [[c] for c in chunk]
-    return out
+    return _gather_singles(out, concurrent) if concurrent > 1 else out
+
+
+def _gather_singles(groups: list[list[RunConfig]], concurrent: int) -> list[list[RunConfig]]:
+    sets: dict[tuple, list[list[RunConfig]]] = {}
+    out: list = []
+    for group in groups:
+        if len(group) > 1:
+            out.append(("cohort", group))
+            continue
+        shape = run_shape(group[0])
+        open_sets = sets.setdefault(shape, [])
+        if not open_sets or len(open_sets[-1]) == concurrent:
+            open_sets.append([])
+            out.append(("concurrent", open_sets[-1]))
+        open_sets[-1].append(group[0])
+    return [ConcurrentSet(g) if kind == "concurrent" and len(g) > 1 else g for kind, g in out]
+
+
+class ConcurrentSet(list):
+    """A group of single runs that train at once (``atlib.concurrent``), not a cohort."""
+
+
+def is_cohort(group: list[RunConfig]) -> bool:
+    return len(group) > 1 and not isinstance(group, ConcurrentSet)
 
 
 def run_cells(cells: Iterable[Cell], settings: Settings, log: Callable[[str], None] = print) -> list[dict]:
@@ -419,20 +466,24 @@ def run_cells(cells: Iterable[Cell], settings: Settings, log: Callable[[str], No
     On a GPU, runs of one WRN architecture are trained in cohorts (``Settings.cohort``). Returns the records in
     cell order."""
     from .cohort_training import train_cohort  # imported here: experiments stay importable without the engine
+    from .concurrent import train_concurrently
     from .engine import train
 
     cells = [c for c in cells if data_available(c, settings)]
     teachers, students = suite_jobs(cells, settings)
-    size = cohort_size(settings)
+    size, concurrent = cohort_size(settings), concurrent_size(settings)
     records = {}
     total, done = len(teachers) + len(students), 0
     for phase in (teachers, students):
-        for group in schedule(phase, size, settings.share_batches):
+        for group in schedule(phase, size, settings.share_batches, concurrent):
             ids = [c.run_id(teacher_label=c.teacher_arch) for c in group]
-            label = ids[0] if len(ids) == 1 else f"cohort of {len(ids)}: {ids[0]}, ..."
+            kind = "cohort" if is_cohort(group) else "concurrent"
+            label = ids[0] if len(ids) == 1 else f"{kind} of {len(ids)}: {ids[0]}, ..."
             log(f"[{done + 1}-{done + len(ids)}/{total}] {label}")
             if len(group) == 1:
                 found = [train(group[0], results=settings.root, progress=settings.progress, log=None)]
+            elif not is_cohort(group):
+                found = train_concurrently(group, results=settings.root, progress=settings.progress, log=None)
             else:
                 found = train_cohort(group, results=settings.root, progress=settings.progress, log=None,
                                      shared_batches=settings.share_batches)

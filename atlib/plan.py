@@ -2,9 +2,10 @@
 
     python -m atlib plan --profile paper --rates results/benchmarks/throughput-h200.json
 
-``plan_groups`` lists what ``experiments.run_cells`` will train, group by group (a cohort or a single run), each
-with its *shape* (student, teacher, methods, size, shared batches). ``benchmarks/throughput.py --plan PROFILE``
-measures every distinct shape on the GPU (aggregate images/s); ``estimate`` turns the two into seconds:
+``plan_groups`` lists what ``experiments.run_cells`` will train, group by group (a cohort, a set of concurrent runs
+or a single run), each with its *shape* (student, teacher, methods, size, shared batches, concurrent).
+``benchmarks/throughput.py --plan PROFILE`` measures every distinct shape on the GPU (aggregate images/s);
+``estimate`` turns the two into seconds:
 
     seconds(group) = epochs x train images x size / rate(shape) x (1 + EVAL_FRACTION) + epochs x EPOCH_OVERHEAD_S
 
@@ -19,7 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 from .config import RunConfig
-from .experiments import TABLES, Settings, cohort_size, schedule, suite_jobs
+from .experiments import TABLES, Settings, cohort_size, concurrent_size, is_cohort, schedule, suite_jobs
 
 TRAIN_IMAGES = {"cifar10": 50_000, "sample": 2_500}
 TEST_IMAGES = {"cifar10": 10_000, "sample": 1_000}
@@ -27,12 +28,17 @@ EPOCH_OVERHEAD_S = 0.05
 
 
 def group_shape(group: list[RunConfig], shared: bool) -> dict:
-    """What decides a group's speed: architectures, methods, size, shared batches."""
+    """What decides a group's speed: architectures, methods, size, shared batches, and for a set of concurrent
+    single runs ``concurrent: True`` (absent otherwise, so earlier rate files keep their keys)."""
     c0 = group[0]
     teachers = sorted({c.teacher_arch for c in group if c.teacher_arch})
-    return {"student": c0.student, "teacher": teachers[0] if teachers else None,
-            "methods": sorted(c.method for c in group), "k": len(group), "shared": bool(shared and len(group) > 1),
-            "precision": c0.precision}
+    cohort = is_cohort(group)
+    shape = {"student": c0.student, "teacher": teachers[0] if teachers else None,
+             "methods": sorted(c.method for c in group), "k": len(group), "shared": bool(shared and cohort),
+             "precision": c0.precision}
+    if len(group) > 1 and not cohort:
+        shape["concurrent"] = True
+    return shape
 
 
 def shape_key(shape: dict) -> str:
@@ -43,8 +49,12 @@ def shape_label(shape: dict) -> str:
     counts = Counter(shape["methods"])
     methods = ", ".join(f"{n} x {m}" if n > 1 else m for m, n in sorted(counts.items()))
     teacher = f" from {shape['teacher']}" if shape["teacher"] else ""
-    kind = "single" if shape["k"] == 1 else f"cohort of {shape['k']}" + (" (shared batches)" if shape["shared"]
-                                                                         else "")
+    if shape["k"] == 1:
+        kind = "single"
+    elif shape.get("concurrent"):
+        kind = f"{shape['k']} concurrent"
+    else:
+        kind = f"cohort of {shape['k']}" + (" (shared batches)" if shape["shared"] else "")
     return f"{kind}: {shape['student']}{teacher} [{methods}]"
 
 
@@ -52,10 +62,10 @@ def plan_groups(settings: Settings, tables=None) -> list[dict]:
     """The groups ``run_cells`` trains for ``tables`` (default: the CIFAR-10 tables), in order."""
     cells = [c for name in (tables or list(TABLES)) for c in TABLES[name]()]
     teachers, students = suite_jobs(cells, settings)
-    size = cohort_size(settings)
+    size, concurrent = cohort_size(settings), concurrent_size(settings, on_gpu=True)
     rows = []
     for phase, configs in (("teachers", teachers), ("students", students)):
-        for group in schedule(configs, size, settings.share_batches):
+        for group in schedule(configs, size, settings.share_batches, concurrent):
             c0 = group[0]
             n = c0.train_subset or TRAIN_IMAGES.get(c0.dataset, 50_000)
             rows.append({"phase": phase, "shape": group_shape(group, settings.share_batches), "runs": len(group),
@@ -91,13 +101,23 @@ def load_rates(path: str | Path) -> dict[str, float]:
     return rates
 
 
-def _nearest_cohort_rate(shape: dict, rates: dict[str, float]) -> float | None:
-    """A cohort shape not measured as such: the measured cohort of the same student, teacher, batch sharing and
-    precision with the nearest size (per-run costs of CE, KD and AT are close; the size matters)."""
+def _nearest_rate(shape: dict, rates: dict[str, float]) -> float | None:
+    """A group shape not measured as such: the measured group of the same kind (cohort or concurrent), student,
+    teacher, batch sharing and precision with the nearest size (per-run costs of CE, KD and AT are close; the size
+    matters); concurrent runs also need the same methods."""
+    concurrent = shape.get("concurrent", False)
+
+    def kind(s: dict) -> dict:
+        out = {f: s[f] for f in ("student", "teacher", "shared", "precision")}
+        out["concurrent"] = s.get("concurrent", False)
+        if concurrent:
+            out["methods"] = sorted(set(s["methods"]))
+        return out
+
     best = None
     for key, rate in rates.items():
         other = json.loads(key)
-        if other["k"] > 1 and all(other[f] == shape[f] for f in ("student", "teacher", "shared", "precision")):
+        if other["k"] > 1 and kind(other) == kind(shape):
             distance = abs(other["k"] - shape["k"])
             if best is None or distance < best[0]:
                 best = (distance, rate)
@@ -110,7 +130,12 @@ def estimate(rows: list[dict], rates: dict[str, float]) -> list[dict]:
     for row in rows:
         rate, approximate = rates.get(shape_key(row["shape"])), False
         if rate is None and row["shape"]["k"] > 1:
-            rate, approximate = _nearest_cohort_rate(row["shape"], rates), True
+            rate, approximate = _nearest_rate(row["shape"], rates), True
+        if rate is None and row["shape"].get("concurrent"):
+            alone = {**row["shape"], "methods": row["shape"]["methods"][:1], "k": 1}
+            del alone["concurrent"]
+            single = rates.get(shape_key(alone))
+            rate, approximate = (single, True) if single else (None, False)
         seconds = None
         if rate:
             seconds = (row["images"] + row["eval_images"] / 3) / rate + row["epochs"] * EPOCH_OVERHEAD_S
@@ -132,5 +157,6 @@ def format_plan(rows: list[dict]) -> str:
                  f"images, {sum(known) / 3600:.2f} GPU-hours estimated"
                  + (f" ({missing} groups not measured: not counted)" if missing else ""))
     if any(r.get("approximate") for r in rows):
-        lines.append("~: rate of the measured cohort of the same networks with the nearest size")
+        lines.append("~: rate of the measured group of the same kind and networks with the nearest size; for "
+                     "concurrent runs never measured together, one run's rate alone (no overlap assumed)")
     return "\n".join(lines)

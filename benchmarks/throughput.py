@@ -11,7 +11,12 @@ ratio to the authors'-style loop. Configurations are data (``CASES``):
   kept alive between epochs, which favours this baseline: the authors' loop starts them every epoch);
 - ``engine``: ``atlib``'s step (device-resident data, batched augmentation), eager or captured as a CUDA graph;
 - ``cohort``: K students as one grouped network (``atlib.cohort_training``), each with its own batches and teacher
-  pass, or sharing batches and one teacher pass (``shared``).
+  pass, or sharing batches and one teacher pass (``shared``);
+- ``concurrent``: K independent engine runs, each on its own CUDA stream, advanced one step each in turn
+  (``atlib.concurrent``): any network and method.
+
+``--plan PROFILE [--concurrent K]`` adds one case per group shape of that profile's suite (for ``atlib plan``);
+``--profile ROWS`` prints each case's costliest operators (one eager epoch under ``torch.profiler``).
 
 Nothing is asserted: speed targets are read here, never tested. CUDA-only cases are skipped on other devices.
 """
@@ -19,6 +24,7 @@ Nothing is asserted: speed targets are read here, never tested. CUDA-only cases 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -63,6 +69,25 @@ CASES = [
     ("engine graph replay only: AT 16-2 -> 16-1", "engine", {"method": "at", "graph": True, "replay_only": True}),
     ("engine graph replay only channels_last: AT", "engine", {"method": "at", "graph": True, "replay_only": True,
                                                              "channels_last": True}),
+    ("concurrent eager: 2 x AT", "concurrent", {"method": "at", "k": 2}),
+    ("concurrent graph channels_last: 2 x AT", "concurrent", {"method": "at", "k": 2, "graph": True,
+                                                           "channels_last": True}),
+    ("concurrent graph channels_last: 4 x AT", "concurrent", {"method": "at", "k": 4, "graph": True,
+                                                           "channels_last": True}),
+    ("concurrent graph channels_last: 8 x AT", "concurrent", {"method": "at", "k": 8, "graph": True,
+                                                           "channels_last": True}),
+    ("concurrent graph channels_last: 4 x WRN-16-2", "concurrent", {"method": "student", "student": "wrn-16-2",
+                                                                 "k": 4, "graph": True, "channels_last": True}),
+    ("engine graph channels_last: min-l2 NIN-thin-nobn", "engine", {"method": "min-l2", "student": "nin-thin-nobn",
+                                                                   "graph": True, "channels_last": True}),
+    ("concurrent graph channels_last: 5 x min-l2", "concurrent", {"method": "min-l2", "student": "nin-thin-nobn",
+                                                               "k": 5, "graph": True, "channels_last": True}),
+    ("engine graph channels_last cudnn.benchmark: min-l2", "engine",
+     {"method": "min-l2", "student": "nin-thin-nobn", "graph": True, "channels_last": True, "cudnn_benchmark": True}),
+    ("engine graph: symmetry NIN-thin-nobn", "engine", {"method": "symmetry", "student": "nin-thin-nobn",
+                                                       "graph": True}),
+    ("engine graph cudnn.benchmark: symmetry", "engine", {"method": "symmetry", "student": "nin-thin-nobn",
+                                                         "graph": True, "cudnn_benchmark": True}),
     ("cohort eager: 4 x AT", "cohort", {"methods": ["at"] * 4}),
     ("cohort graph: 8 x AT", "cohort", {"methods": ["at"] * 8, "graph": True}),
     ("cohort graph: 16 x AT", "cohort", {"methods": ["at"] * 16, "graph": True}),
@@ -133,7 +158,8 @@ def authors_case(data: ImageSet, device, options):
     return epoch, 1
 
 
-def engine_case(data: ImageSet, device, options):
+def _engine_run(data: ImageSet, device, options, seed: int = 0):
+    """One run of the engine's step: ``(runner, batches)`` where ``batches()`` draws one epoch's batches."""
     method = options["method"]
     student_arch = options.get("student", STUDENT)
     terms = method_terms(method)
@@ -141,7 +167,7 @@ def engine_case(data: ImageSet, device, options):
     teacher_arch = options.get("teacher", TEACHER) if needs_teacher else None
     config = RunConfig(student=student_arch, method=method, terms=terms, precision=options.get("precision", "fp32"),
                        teacher="benchmark" if teacher_arch else None, teacher_arch=teacher_arch, epochs=1)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     fmt = torch.channels_last if options.get("channels_last") else torch.contiguous_format
     student = build_model(student_arch).to(device, memory_format=fmt).train()
     teacher = _frozen_teacher(device, teacher_arch).to(memory_format=fmt) if teacher_arch else None
@@ -150,18 +176,57 @@ def engine_case(data: ImageSet, device, options):
                                options.get("fused"))
     runner = StepRunner(make_step(student, teacher, objective, optimizer, config, device), device,
                         graph=options.get("graph", False), log=print)
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator().manual_seed(seed)
+
+    def batches():
+        drawn = train_batches(data, 128, generator, device)
+        if options.get("replay_only"):
+            drawn = [next(iter(drawn))] * (len(data) // 128)
+        return [(x.contiguous(memory_format=fmt), y) for x, y in drawn]
+
+    return runner, batches
+
+
+def _check_captured(runner, options):
+    if options.get("graph") and not runner.graph:
+        raise RuntimeError("graph capture failed")
+
+
+def engine_case(data: ImageSet, device, options):
+    runner, batches = _engine_run(data, device, options)
 
     def epoch():  # the engine's epoch without its read-back of the means (random data may diverge: no matter)
         runner.reset()
-        batches = list(train_batches(data, 128, generator, device)) if not options.get("replay_only") else \
-            [next(iter(train_batches(data, 128, generator, device)))] * (len(data) // 128)
-        for x, y in batches:
-            runner(x.contiguous(memory_format=fmt), y)
-        if options.get("graph") and not runner.graph:
-            raise RuntimeError("graph capture failed")
+        for x, y in batches():
+            runner(x, y)
+        _check_captured(runner, options)
 
     return epoch, 1
+
+
+def concurrent_case(data: ImageSet, device, options):
+    """K independent runs, each on its own CUDA stream, advanced one step each in turn (``atlib.concurrent``)."""
+    k = options["k"]
+    runs = [_engine_run(data, device, options, seed) for seed in range(k)]
+    streams = [torch.cuda.Stream(device) if device.type == "cuda" else None for _ in runs]
+
+    def on(stream):
+        return torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
+
+    def epoch():
+        epochs = []
+        for (runner, batches), stream in zip(runs, streams):
+            with on(stream):
+                runner.reset()
+                epochs.append(batches())
+        for step in range(len(epochs[0])):
+            for (runner, _), stream, steps in zip(runs, streams, epochs):
+                with on(stream):
+                    runner(*steps[step])
+        for runner, _ in runs:
+            _check_captured(runner, options)
+
+    return epoch, k
 
 
 def cohort_case(data: ImageSet, device, options):
@@ -193,25 +258,32 @@ def cohort_case(data: ImageSet, device, options):
     return epoch, k
 
 
-BUILDERS = {"authors": authors_case, "engine": engine_case, "cohort": cohort_case}
+BUILDERS = {"authors": authors_case, "engine": engine_case, "cohort": cohort_case,
+            "concurrent": concurrent_case}
 
 
-def plan_cases(profile: str, share_batches: bool) -> list:
-    """One case per distinct group shape that ``run_cells`` trains for ``profile`` on a GPU (``atlib.plan``)."""
+def plan_cases(profile: str, share_batches: bool, concurrent: int = 1, channels_last: bool = True) -> list:
+    """One case per distinct group shape that ``run_cells`` trains for ``profile`` on a GPU (``atlib.plan``), with
+    the engine's GPU default of channels-last activations."""
     from atlib.experiments import settings_from_profile
     from atlib.plan import plan_groups, shape_key, shape_label
 
-    settings = settings_from_profile(profile, cohort=16, share_batches=share_batches, device="cpu")
+    settings = settings_from_profile(profile, cohort=16, share_batches=share_batches, concurrent=concurrent,
+                                     device="cpu")
     shapes = {}
     for row in plan_groups(settings):
         shapes.setdefault(shape_key(row["shape"]), row["shape"])
     cases = []
     for shape in shapes.values():
-        common = {"student": shape["student"], "graph": True, "precision": shape["precision"], "shape": shape}
+        common = {"student": shape["student"], "graph": True, "precision": shape["precision"], "shape": shape,
+                  "channels_last": channels_last}
         if shape["teacher"]:
             common["teacher"] = shape["teacher"]
         if shape["k"] == 1:
             cases.append((f"plan {shape_label(shape)}", "engine", {**common, "method": shape["methods"][0]}))
+        elif shape.get("concurrent"):
+            cases.append((f"plan {shape_label(shape)}", "concurrent", {**common, "method": shape["methods"][0],
+                                                                       "k": shape["k"]}))
         else:
             cases.append((f"plan {shape_label(shape)}", "cohort", {**common, "methods": shape["methods"],
                                                                    "shared": shape["shared"]}))
@@ -238,6 +310,21 @@ def measure(kind, options, data, device, repeats) -> float:
         torch.backends.cudnn.benchmark = saved
 
 
+def profile_case(kind, options, data, device, rows: int) -> str:
+    """The ``rows`` costliest operators (device time on a GPU, CPU time elsewhere) of one epoch of the case run
+    eagerly (kernel durations are those of the graph; a replayed graph hides its kernels from the profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    epoch, _ = BUILDERS[kind](data, device, {**options, "graph": False})
+    epoch()
+    cuda = device.type == "cuda"
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+        epoch()
+        _sync(device)
+    return prof.key_averages().table(sort_by="self_cuda_time_total" if cuda else "self_cpu_time_total",
+                                     row_limit=rows, max_name_column_width=60)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
@@ -252,6 +339,12 @@ def main() -> None:
     parser.add_argument("--plan-images", type=int, default=1280, help="images per student per timed epoch in the "
                         "plan cases (default 1280)")
     parser.add_argument("--share-batches", action="store_true", help="plan cases: cohorts share batches")
+    parser.add_argument("--concurrent", type=int, default=1, help="plan cases: single runs of one shape trained at "
+                        "once (Settings.concurrent)")
+    parser.add_argument("--nchw", action="store_true", help="plan cases: NCHW activations (default channels-last, "
+                        "as the engine on a GPU)")
+    parser.add_argument("--profile", type=int, default=0, metavar="ROWS",
+                        help="after each case, profile one eager epoch of it and print the ROWS costliest kernels")
     parser.add_argument("--no-main", action="store_true", help="skip the main cases (plan cases only)")
     args = parser.parse_args()
     device = resolve_device(args.device)
@@ -271,8 +364,8 @@ def main() -> None:
     cases = [] if args.no_main else [(label, kind, options, data) for label, kind, options in CASES]
     if args.plan:
         small = ImageSet(data.images[:args.plan_images], data.labels[:args.plan_images])
-        cases += [(label, kind, options, small) for label, kind, options in plan_cases(args.plan,
-                                                                                       args.share_batches)]
+        cases += [(label, kind, options, small) for label, kind, options in
+                  plan_cases(args.plan, args.share_batches, args.concurrent, not args.nchw)]
     for label, kind, options, images in cases:
         if args.only and not any(part in label for part in args.only.split(",")):
             continue
@@ -288,6 +381,8 @@ def main() -> None:
             baseline = ips
         ratio = f"{ips / baseline:>9.1f}x" if baseline else f"{'':>10}"
         print(f"{label:<44} {ips:>12,.0f} {ratio}", flush=True)
+        if args.profile:
+            print(profile_case(kind, options, images, device, args.profile), flush=True)
         results.append({"label": label, "kind": kind, "options": options, "images_per_s": ips,
                         "ratio_to_authors": ips / baseline if baseline else None,
                         **({"shape": options["shape"]} if "shape" in options else {})})

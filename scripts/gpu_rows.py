@@ -8,11 +8,14 @@
 1. the WRN-16-2 teacher (200 epochs, one captured-graph run), unless already finished;
 2. the WRN-16-1 rows AT and student (seed 0) as single captured-graph runs, each only if its measured rate
    (``--rates``: benchmarks/throughput.py --json) says it ends before the deadline (small cohorts of 2-4 grouped
-   students measured slower than single graphed runs on an H200).
+   students measured slower than single graphed runs on an H200);
+   or, with ``--concurrent``, all five rows (AT, student, KD, AT+KD, F-ActT) at once, each on its own CUDA stream
+   (``atlib.concurrent``), until they finish or the deadline comes.
 
-At the deadline the run in progress is interrupted (its checkpoint stays, resumable). Finished runs' records are
-written under ``--results`` like any other run; with ``--out`` they are also packed into ``DIR/runs.tar``
-(config, metrics, record; weights of the teacher only).
+At the deadline the runs in progress are interrupted (their checkpoints stay, resumable). Finished runs' records
+are written under ``--results`` like any other run; with ``--out`` they are also packed into ``DIR/runs.tar``
+(config, metrics, record; weights of the teacher only) and the unfinished runs' checkpoints into
+``DIR/checkpoints.tar`` (to carry to the next call and resume there; never to be committed).
 """
 
 from __future__ import annotations
@@ -25,11 +28,13 @@ import tarfile
 import time
 from pathlib import Path
 
+from atlib.concurrent import train_concurrently
 from atlib.engine import train
 from atlib.experiments import TABLES, config_for, settings_from_profile, teacher_config
 from atlib.store import RunStore
 
 PRIORITY = ["at", "student"]
+ROWS = ["at", "student", "kd", "at+kd", "fact"]
 SAFETY = 1.15  # measured short-epoch rates are optimistic: evaluation, checkpoints, captures
 
 
@@ -61,6 +66,8 @@ def main() -> int:
     parser.add_argument("--out", default=None)
     parser.add_argument("--profile", default="one-seed")
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--concurrent", action="store_true", help="train all five rows at once, one CUDA stream "
+                        "each")
     args = parser.parse_args()
     t0 = time.monotonic()
     signal.signal(signal.SIGALRM, _alarm)
@@ -69,11 +76,16 @@ def main() -> int:
                                      device=args.device, progress=False)
     teacher = teacher_config("wrn-16-2", settings)
     cells = {c.column: c for c in TABLES["table1"]() if c.row == "WRN-16-1 / WRN-16-2"}
-    columns = {"student": "student", "at": "AT", "kd": "KD", "at+kd": "AT+KD"}
+    columns = {"student": "student", "at": "AT", "kd": "KD", "at+kd": "AT+KD", "fact": "F-ActT"}
     try:
         record = train(teacher, results=settings.root, progress=False, log=print)
         print(f"teacher {record['run_id']}: {record['test_error']:.2f}% after {time.monotonic() - t0:.0f} s",
               flush=True)
+        if args.concurrent:
+            rows = [config_for(cells[columns[m]], settings, 0) for m in ROWS]
+            for r in train_concurrently(rows, results=settings.root, progress=False, log=print):
+                print(f"{r['run_id']}: {r['test_error']:.2f}% after {time.monotonic() - t0:.0f} s", flush=True)
+            return 0
         for method in PRIORITY:
             left = args.deadline - (time.monotonic() - t0)
             rate = single_rate(args.rates, method)
@@ -91,6 +103,7 @@ def main() -> int:
         signal.alarm(0)
         if args.out:
             pack(settings.root, Path(args.out) / "runs.tar", teacher_weights={teacher.run_id()})
+            pack_checkpoints(settings.root, Path(args.out) / "checkpoints.tar")
     return 0
 
 
@@ -112,6 +125,18 @@ def pack(root: Path, dest: Path, teacher_weights: set[str]) -> None:
                 if (run_dir / name).is_file():
                     tar.add(run_dir / name, arcname=f"{run_dir.relative_to(root.parent)}/{name}")
             print(f"packed {run_dir.name}: {store.status(run_dir.name)}", flush=True)
+
+
+def pack_checkpoints(root: Path, dest: Path) -> None:
+    """Unfinished runs' checkpoints (to resume in a later call: extract into the same results directory)."""
+    store = RunStore(root)
+    with tarfile.open(dest, "w") as tar:
+        for run_dir in sorted((Path(root) / "runs").glob("*")):
+            if store.status(run_dir.name) != "finished" and (run_dir / "checkpoint.pt").is_file():
+                for name in ("config.json", "metrics.jsonl", "checkpoint.pt"):
+                    if (run_dir / name).is_file():
+                        tar.add(run_dir / name, arcname=f"{run_dir.relative_to(root.parent)}/{name}")
+                print(f"checkpoint of {run_dir.name}: {len(store.read_metrics(run_dir.name))} epochs", flush=True)
 
 
 if __name__ == "__main__":

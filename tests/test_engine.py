@@ -76,7 +76,7 @@ def test_finished_run_is_not_retrained(tmp_path, monkeypatch):
 
     def no_training(*args, **kwargs):
         raise AssertionError("an epoch was run for a finished configuration")
-    monkeypatch.setattr(engine, "train_epoch", no_training)
+    monkeypatch.setattr(engine, "train_epoch_steps", no_training)
     again = engine.train(cfg, results=tmp_path, progress=False, log=None)
     assert again == first
     assert len(RunStore(tmp_path).read_metrics(first["run_id"])) == 1
@@ -84,7 +84,7 @@ def test_finished_run_is_not_retrained(tmp_path, monkeypatch):
 
 def interrupt_at_epoch(cfg, results, epoch, monkeypatch):
     """Train ``cfg`` and raise KeyboardInterrupt when epoch ``epoch`` (1-based) starts."""
-    real_epoch = engine.train_epoch
+    real_epoch = engine.train_epoch_steps
     calls = {"n": 0}
 
     def interrupted(*args, **kwargs):
@@ -92,10 +92,10 @@ def interrupt_at_epoch(cfg, results, epoch, monkeypatch):
         if calls["n"] == epoch:
             raise KeyboardInterrupt
         return real_epoch(*args, **kwargs)
-    monkeypatch.setattr(engine, "train_epoch", interrupted)
+    monkeypatch.setattr(engine, "train_epoch_steps", interrupted)
     with pytest.raises(KeyboardInterrupt):
         engine.train(cfg, results=results, progress=False, log=None)
-    monkeypatch.setattr(engine, "train_epoch", real_epoch)
+    monkeypatch.setattr(engine, "train_epoch_steps", real_epoch)
 
 
 def test_in_process_resume_matches_uninterrupted(tmp_path, monkeypatch):

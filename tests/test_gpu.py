@@ -2,11 +2,12 @@
 
     python -m pytest tests/test_gpu.py -q
 
-CUDA-graph training and cohort training must compute the same training as eager single runs: after a few epochs
-(with an lr drop, so a re-capture, and a partial last batch, so an eager step between replays) the weights agree
-in float64 to 1e-6 (not bit for bit: cuDNN's reductions are not deterministic), and a captured run resumes from its
-checkpoint. On an H200 (2026-11-26, results/benchmarks/h200-2026-11-26/3-gpu-tests.txt) all but the bf16 test
-passed; that one failed on the test's own float64 batches, fixed since.
+CUDA-graph training, cohort training and concurrent runs on their own streams must compute the same training as
+eager single runs: after a few epochs (with an lr drop, so a re-capture, and a partial last batch, so an eager step
+between replays) the weights agree in float64 to 1e-6 (not bit for bit: cuDNN's reductions are not deterministic),
+and a captured run resumes from its checkpoint. On an H200 (2026-11-26,
+results/benchmarks/h200-2026-11-26/3-gpu-tests.txt) all but the bf16 test passed; that one failed on the test's own
+float64 batches, fixed since. The concurrent-runs test is newer: not yet run on a GPU.
 """
 
 import shutil
@@ -16,6 +17,7 @@ import torch
 
 from atlib import engine
 from atlib.cohort_training import train_cohort
+from atlib.concurrent import train_concurrently
 from atlib.config import RunConfig
 from atlib.methods import method_terms
 from atlib.store import RunStore
@@ -76,17 +78,17 @@ def test_graph_run_matches_eager_run(method, teacher_dir, tmp_path):
 def test_graph_run_resumes(tmp_path, monkeypatch):
     cfg = RunConfig(student="wrn-16-1", **COMMON)
     full = engine.train(cfg, results=tmp_path / "a", progress=False, log=None, graph=True)
-    real_epoch, calls = engine.train_epoch, {"n": 0}
+    real_epoch, calls = engine.train_epoch_steps, {"n": 0}
 
     def interrupted(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
         return real_epoch(*args, **kwargs)
-    monkeypatch.setattr(engine, "train_epoch", interrupted)
+    monkeypatch.setattr(engine, "train_epoch_steps", interrupted)
     with pytest.raises(KeyboardInterrupt):
         engine.train(cfg, results=tmp_path / "b", progress=False, log=None, graph=True)
-    monkeypatch.setattr(engine, "train_epoch", real_epoch)
+    monkeypatch.setattr(engine, "train_epoch_steps", real_epoch)
     resumed = engine.train(cfg, results=tmp_path / "b", progress=False, log=None, graph=True)
     _close(_weights(tmp_path / "b", resumed["run_id"]), _weights(tmp_path / "a", full["run_id"]), 1e-6)
 
@@ -104,6 +106,21 @@ def test_graph_cohort_matches_eager_single_runs(shared, teacher_dir, tmp_path):
     for c, s in zip(cohort, singles):
         assert c["run_id"] == s["run_id"] and c["environment"]["cohort"]["size"] == 4
         _close(_weights(tmp_path / "a", c["run_id"]), _weights(tmp_path / "b", s["run_id"]), 1e-6)
+
+
+def test_concurrent_graph_runs_on_streams_match_eager_single_runs(teacher_dir, tmp_path):
+    teacher = _with_teacher(teacher_dir, tmp_path / "a")
+    _with_teacher(teacher_dir, tmp_path / "b")
+    cfgs = [RunConfig(student="wrn-16-1", method="at", terms=method_terms("at"), teacher=teacher, seed=0, **COMMON),
+            RunConfig(student="wrn-16-1", method="at", terms=method_terms("at"), teacher=teacher, seed=1, **COMMON),
+            RunConfig(student="nin-thin-nobn", method="min-l2", terms=method_terms("min-l2"), **COMMON)]
+    together = train_concurrently(cfgs, results=tmp_path / "a", progress=False, log=None)  # GPU defaults
+    singles = [engine.train(c, results=tmp_path / "b", progress=False, log=None, graph=False, channels_last=False)
+               for c in cfgs]
+    for t, s in zip(together, singles):
+        assert t["run_id"] == s["run_id"] and t["environment"]["concurrent_runs"] == 3
+        assert t["environment"]["cuda_graph"] is True
+        _close(_weights(tmp_path / "a", t["run_id"]), _weights(tmp_path / "b", s["run_id"]), 1e-6)
 
 
 def test_bf16_graph_run_is_finite(tmp_path, monkeypatch):
