@@ -25,19 +25,56 @@ from torch import nn
 from . import losses
 
 
+def batch_independent(model: nn.Module) -> bool:
+    """True if no layer of ``model`` mixes the samples of a batch in its current mode (BatchNorm normalises with
+    the batch's statistics in train mode, or always without running statistics)."""
+    return not any(isinstance(m, nn.modules.batchnorm._BatchNorm) and (m.training or m.running_mean is None)
+                   for m in model.modules())
+
+
+# Devices where the symmetry norm's two input gradients come from one double-width pass (see BatchContext). On this
+# project's CPU one pass measured 10-20% slower than two (the work is the same; the cost is the bigger activations);
+# on a GPU one wider pass fills more of the device. Not yet measured on a GPU: benchmarks/throughput.py has cases
+# with and without ("mirror_one_pass").
+ONE_PASS_MIRROR_DEVICES = ("cuda",)
+
+
 class BatchContext:
-    """Lazily computed, shared quantities of one training batch."""
+    """Lazily computed, shared quantities of one training batch.
+
+    ``flipped_input_grad``: a term will also need the student's input gradient on the mirrored batch (symmetry
+    norm). For a batch-independent student on a device of ``ONE_PASS_MIRROR_DEVICES`` both input gradients come
+    from one double-width pass over ``cat([x, flip(x)])`` (each sample's gradient is its own, so the values are
+    those of two passes); otherwise the mirrored pass runs separately when asked for."""
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, x: torch.Tensor, labels: torch.Tensor,
-                 student_input_grad: bool):
+                 student_input_grad: bool, flipped_input_grad: bool = False):
         self.student, self.teacher, self.x, self.labels = student, teacher, x, labels
         self._cache: dict[str, Any] = {}
-        if student_input_grad:
+        if student_input_grad and flipped_input_grad and x.device.type in ONE_PASS_MIRROR_DEVICES \
+                and batch_independent(student):
+            b = x.shape[0]
+            both = torch.cat([x, torch.flip(x, dims=[-1])])
+            grad, logits, groups = losses.input_gradient(student, both, torch.cat([labels, labels]),
+                                                         create_graph=True)
+            self._cache["student"] = (logits[:b], [g[:b] for g in groups])
+            self._cache["student_input_grad"] = grad[:b]
+            self._cache["student_flipped_input_grad"] = grad[b:]
+        elif student_input_grad:
             grad, logits, groups = losses.input_gradient(student, x, labels, create_graph=True)
             self._cache["student"] = (logits, groups)
             self._cache["student_input_grad"] = grad
         else:
             self._cache["student"] = student(x)
+
+    @property
+    def student_flipped_input_grad(self) -> torch.Tensor:
+        """J(flip(x)): the student's input gradient on the mirrored batch (double backpropagation kept)."""
+        if "student_flipped_input_grad" not in self._cache:
+            grad, _, _ = losses.input_gradient(self.student, torch.flip(self.x, dims=[-1]), self.labels,
+                                               create_graph=True)
+            self._cache["student_flipped_input_grad"] = grad
+        return self._cache["student_flipped_input_grad"]
 
     @property
     def student_out(self):
@@ -67,6 +104,7 @@ class Term(nn.Module):
 
     needs_teacher = False
     needs_student_input_grad = False
+    needs_flipped_input_grad = False
 
 
 class CrossEntropyTerm(Term):
@@ -142,12 +180,13 @@ class GradientAttentionTransferTerm(InputGradientTerm):
 
 
 class SymmetryNormTerm(InputGradientTerm):
-    """Symmetry norm: ``losses.symmetry_loss`` (one more student forward/backward on the flipped batch)."""
+    """Symmetry norm: ``losses.symmetry_loss`` between the student's input gradients on the batch and on its
+    mirror image (``BatchContext.student_flipped_input_grad``)."""
+
+    needs_flipped_input_grad = True
 
     def forward(self, ctx: BatchContext):
-        flipped, _, _ = losses.input_gradient(ctx.student, torch.flip(ctx.x, dims=[-1]), ctx.labels,
-                                              create_graph=True)
-        return losses.symmetry_loss(ctx.student_input_grad, flipped, self.beta)
+        return losses.symmetry_loss(ctx.student_input_grad, ctx.student_flipped_input_grad, self.beta)
 
 
 class MinL2Term(InputGradientTerm):
@@ -202,7 +241,8 @@ class Objective(nn.Module):
             raise ValueError(f"terms {[n for n, t in self.terms.items() if t.needs_teacher]} need a teacher")
         active = self.active_terms()
         needs_grad = any(t.needs_student_input_grad for t in active.values())
-        ctx = BatchContext(student, teacher, x, labels, student_input_grad=needs_grad)
+        needs_flipped = any(t.needs_flipped_input_grad for t in active.values())
+        ctx = BatchContext(student, teacher, x, labels, student_input_grad=needs_grad, flipped_input_grad=needs_flipped)
         values, details = {}, {}
         for name, term in active.items():
             result = term(ctx)

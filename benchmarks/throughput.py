@@ -34,6 +34,7 @@ import time
 import numpy as np
 import torch
 
+from atlib import objective
 from atlib.cohort import pack
 from atlib.cohort_training import TeacherPass, cohort_epoch, make_cohort_step
 from atlib.config import RunConfig
@@ -88,6 +89,8 @@ CASES = [
                                                        "graph": True}),
     ("engine graph cudnn.benchmark: symmetry", "engine", {"method": "symmetry", "student": "nin-thin-nobn",
                                                          "graph": True, "cudnn_benchmark": True}),
+    ("engine graph two-pass: symmetry NIN-thin-nobn", "engine", {"method": "symmetry", "student": "nin-thin-nobn",
+                                                                "graph": True, "mirror_one_pass": False}),
     ("cohort eager: 4 x AT", "cohort", {"methods": ["at"] * 4}),
     ("cohort graph: 8 x AT", "cohort", {"methods": ["at"] * 8, "graph": True}),
     ("cohort graph: 16 x AT", "cohort", {"methods": ["at"] * 16, "graph": True}),
@@ -293,8 +296,10 @@ def plan_cases(profile: str, share_batches: bool, concurrent: int = 1, channels_
 def measure(kind, options, data, device, repeats) -> float:
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    saved = torch.backends.cudnn.benchmark
+    saved, saved_mirror = torch.backends.cudnn.benchmark, objective.ONE_PASS_MIRROR_DEVICES
     torch.backends.cudnn.benchmark = options.get("cudnn_benchmark", saved)
+    if "mirror_one_pass" in options:  # symmetry norm: both input gradients from one double-width pass, or two
+        objective.ONE_PASS_MIRROR_DEVICES = (device.type,) if options["mirror_one_pass"] else ()
     try:
         epoch, students = BUILDERS[kind](data, device, options)
         epoch()  # warm-up (and graph capture)
@@ -308,6 +313,7 @@ def measure(kind, options, data, device, repeats) -> float:
         return statistics.median(rates)
     finally:
         torch.backends.cudnn.benchmark = saved
+        objective.ONE_PASS_MIRROR_DEVICES = saved_mirror
 
 
 def profile_case(kind, options, data, device, rows: int) -> str:

@@ -3,7 +3,8 @@ import torch
 
 from atlib.losses import at_loss, input_gradient, kd_loss, min_l2_loss, gradient_at_loss, symmetry_loss
 from atlib.models import nin, wrn
-from atlib.objective import TERMS, build_objective
+from atlib import objective
+from atlib.objective import TERMS, BatchContext, batch_independent, build_objective
 
 torch.manual_seed(0)
 STUDENT, TEACHER = wrn(10, 1), wrn(10, 2)
@@ -63,6 +64,40 @@ def test_gradient_terms_share_one_student_input_gradient():
     out.total.backward()
     assert all(p.grad is None for p in teacher.parameters())
     assert all(p.grad is not None for p in student.parameters())
+
+
+def _symmetry_grads(student, x, y, one_pass: bool):
+    """Parameter gradients of CE + symmetry norm, J(x) and J(flip x) from one double-width pass or two passes."""
+    student.zero_grad(set_to_none=True)
+    ctx = BatchContext(student, None, x, y, student_input_grad=True, flipped_input_grad=one_pass)
+    assert ("student_flipped_input_grad" in ctx._cache) == one_pass
+    obj = build_objective({"ce": {}, "symmetry": {"beta": 2.0}})
+    total = obj.terms["ce"](ctx) + obj.terms["symmetry"](ctx)
+    total.backward()
+    return total.detach(), {n: p.grad.clone() for n, p in student.named_parameters()}
+
+
+def test_symmetry_norm_in_one_double_width_pass_equals_two_passes(monkeypatch):
+    monkeypatch.setattr(objective, "ONE_PASS_MIRROR_DEVICES", ("cpu",))  # as on a GPU
+    torch.manual_seed(2)
+    student = nin("thin", batch_norm=False).double()
+    x, y = torch.randn(3, 3, 32, 32, dtype=torch.float64), torch.tensor([4, 0, 7])
+    assert batch_independent(student)
+    one_value, one = _symmetry_grads(student, x, y, one_pass=True)
+    two_value, two = _symmetry_grads(student, x, y, one_pass=False)
+    torch.testing.assert_close(one_value, two_value, rtol=1e-12, atol=1e-14)
+    for name in two:
+        torch.testing.assert_close(one[name], two[name], rtol=1e-10, atol=1e-14)
+
+
+def test_batch_norm_students_keep_two_passes(monkeypatch):
+    monkeypatch.setattr(objective, "ONE_PASS_MIRROR_DEVICES", ("cpu",))
+    bn = nin("thin", batch_norm=True)
+    assert not batch_independent(bn.train()) and batch_independent(bn.eval())
+    ctx = BatchContext(bn.train(), None, X, Y, student_input_grad=True, flipped_input_grad=True)
+    assert "student_flipped_input_grad" not in ctx._cache  # computed by its own pass when the term asks
+    jf, _, _ = input_gradient(bn, torch.flip(X, dims=[-1]), Y)
+    torch.testing.assert_close(ctx.student_flipped_input_grad, jf)
 
 
 @pytest.mark.parametrize("spec,match", [
