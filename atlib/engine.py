@@ -228,9 +228,8 @@ def make_step(student: nn.Module, teacher: nn.Module | None, objective: Objectiv
         out.total.backward()
         average_gradients(extra, ctx)
         optimizer.step()
-        b = y.shape[0]
-        stats = {name: value.detach().double() * b for name, value in {"loss": out.total, **out.terms,
-                                                                        **out.details}.items()}
+        named = {"loss": out.total, **out.terms, **out.details}  # stacked: three kernels, not three per statistic
+        stats = dict(zip(named, (torch.stack([v.detach() for v in named.values()]).double() * y.shape[0]).unbind()))
         stats["wrong"] = (out.logits.detach().argmax(1) != y).sum().double()
         return stats
 

@@ -22,6 +22,7 @@ other kernels). What a graph freezes, and how the engine keeps it right:
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -50,8 +51,11 @@ class StepRunner:
         if graph and device.type != "cuda":
             raise ValueError(f"CUDA graphs need a CUDA device, got {device}")
         self.body, self.device, self.graph, self.warmup, self.log = body, device, graph, warmup, log
-        self.sums: dict[str, torch.Tensor] = {}
-        self.names: list[str] = []        # the statistics of the latest step (the epoch's active ones)
+        # The statistics of a step are summed as one flat float64 vector (one concatenation and one addition per
+        # step, not one addition per statistic); one vector per layout (names and shapes) the body has returned.
+        self._sums: dict[tuple, torch.Tensor] = {}
+        self._layout: tuple = ()          # the latest step's (name, shape) pairs: the epoch's statistics
+        self._epoch_layout: tuple | None = None
         self.seen = 0
         self._graph = None
         self._static: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -62,27 +66,47 @@ class StepRunner:
     # -- epoch bookkeeping ------------------------------------------------------------------------------------
     def reset(self) -> None:
         """Zero the sums (in place: a captured graph adds into these very tensors)."""
-        for t in self.sums.values():
+        for t in self._sums.values():
             t.zero_()
-        self.seen = 0  # names stay: a replayed graph adds the statistics it was captured with
+        self.seen = 0  # the layout stays: a replayed graph adds the statistics it was captured with
+        self._epoch_layout = None
 
     def invalidate(self) -> None:
         """Forget the captured graph (lr changed, other terms active, optimizer state replaced)."""
         self._graph, self._static, self._shape, self._warm = None, None, None, 0
 
+    @property
+    def names(self) -> list[str]:
+        """The statistics of the latest step (the epoch's active ones)."""
+        return [name for name, _ in self._layout]
+
+    @property
+    def sums(self) -> dict[str, torch.Tensor]:
+        """Each statistic's running sum: views into the flat vector of the current layout."""
+        flat, out, at = self._sums.get(self._layout), {}, 0
+        for name, shape in self._layout:
+            n = math.prod(shape)
+            out[name] = flat[at:at + n].view(shape)
+            at += n
+        return out
+
     def totals(self) -> dict[str, torch.Tensor]:
-        return {name: self.sums[name] for name in self.names}
+        return self.sums
 
     # -- stepping ---------------------------------------------------------------------------------------------
     def _accumulate(self, stats: dict) -> None:
-        for name, value in stats.items():
-            acc = self.sums.get(name)
-            if acc is None:
-                if self._capturing:
-                    raise GraphCaptureError(f"statistic {name!r} first appeared while capturing the step")
-                acc = self.sums[name] = torch.zeros(value.shape, dtype=torch.float64, device=self.device)
-            acc.add_(value)
-        self.names = list(stats)
+        layout = tuple((name, tuple(value.shape)) for name, value in stats.items())
+        if self._epoch_layout is not None and layout != self._epoch_layout:
+            raise RuntimeError(f"the step's statistics changed within an epoch: {[n for n, _ in self._epoch_layout]}"
+                               f" then {[n for n, _ in layout]}")
+        flat = self._sums.get(layout)
+        if flat is None:
+            if self._capturing:
+                raise GraphCaptureError(f"statistics {[n for n, _ in layout]} first appeared while capturing the step")
+            flat = self._sums[layout] = torch.zeros(sum(math.prod(s) for _, s in layout), dtype=torch.float64,
+                                                    device=self.device)
+        flat.add_(torch.cat([value.reshape(-1).to(torch.float64) for value in stats.values()]))
+        self._layout = self._epoch_layout = layout
 
     def _eager(self, x: torch.Tensor, y: torch.Tensor) -> None:
         self._accumulate(self.body(x, y))
@@ -111,6 +135,8 @@ class StepRunner:
                 torch.cuda.synchronize(self.device)
                 self._eager(x, y)
                 return
+        if self._epoch_layout is None:
+            self._epoch_layout = self._layout  # what the graph adds into
         static_x, static_y = self._static
         static_x.copy_(x, non_blocking=True)
         static_y.copy_(y, non_blocking=True)

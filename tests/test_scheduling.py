@@ -95,6 +95,22 @@ def test_step_runner_sums_statistics_eagerly():
         StepRunner(body, torch.device("cpu"), graph=True)
 
 
+def test_step_runner_statistics_may_change_between_epochs_not_within():
+    names = ["loss"]
+
+    def body(x, y):
+        return {name: x.sum().double() for name in names}
+
+    runner = StepRunner(body, torch.device("cpu"))
+    runner(torch.ones(2, 1), torch.zeros(2))
+    names.append("at")  # a term that starts later: a new epoch
+    with pytest.raises(RuntimeError, match=r"statistics changed within an epoch: \['loss'\] then \['loss', 'at'\]"):
+        runner(torch.ones(2, 1), torch.zeros(2))
+    runner.reset()
+    runner(torch.ones(3, 1), torch.zeros(3))
+    assert {k: float(v) for k, v in runner.totals().items()} == {"loss": 3.0, "at": 3.0} and runner.seen == 3
+
+
 def test_zero_momentum_equals_a_fresh_optimizer():
     torch.manual_seed(0)
     p1 = torch.nn.Parameter(torch.randn(5))
