@@ -179,8 +179,8 @@ def make_cohort_step(cohort: CohortWRN, teacher_pass: TeacherPass, specs, optimi
         optimizer.step()
         b = ys.shape[0]
         state["active"] = active
-        stats = {"loss": sum(terms.values()).detach().double() * b}
-        stats.update({name: v.detach().double() * b for name, v in {**terms, **details}.items()})
+        named = {"loss": sum(terms.values()), **terms, **details}  # (K,) each; stacked: a few kernels in all
+        stats = dict(zip(named, (torch.stack([v.detach() for v in named.values()]).double() * b).unbind()))
         stats["wrong"] = (logits.detach().argmax(2) != ys).sum(0).double()
         return stats
 
