@@ -4,7 +4,7 @@
 #
 #   python scripts/pack_cifar.py pack ../shared/datasets/cifar-10-batches-py .data/packed
 #
-# call 1 (carry .data/packed/data_batch_{1,2,3}.cifarpack and .data/packed/batches.meta.cifarpack):
+# call 1 (carry .data/packed/data_batch_{1,2,3}.cifarpack, .data/packed/batches.meta, .data/packed/readme.html):
 #   ATLIB_COMMIT=$(git rev-parse --short HEAD) bash scripts/gpu_session.sh 1 <seconds>
 #       keeps the packed parts in /tmp/packed, runs tests/test_gpu.py, then the benchmark (concurrent runs, Table 3
 #       steps with and without cudnn.benchmark, profiles of the Table 3 steps) and the `paper` plan cases.
@@ -22,7 +22,7 @@ left() { echo $(( budget - ($(date +%s) - start) )); }
 out=${OUT:-/tmp/out}
 mkdir -p "$out" /tmp/packed
 export ATLIB_COMMIT=${ATLIB_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
-cp .data/packed/*.cifarpack /tmp/packed/ 2>/dev/null
+cp .data/packed/* /tmp/packed/ 2>/dev/null
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   python -c "import torch, platform; print('torch', torch.__version__, 'python', platform.python_version())"
   echo "commit $ATLIB_COMMIT date $(date -u '+%Y-%m-%d %H:%M:%S UTC')"; } > "$out/gpu-$part.txt" 2>&1
