@@ -53,8 +53,9 @@ def train_concurrently(configs, results: str | Path = DEFAULT_RESULTS, progress:
     """Train ``configs`` at once (finished ones are returned as they are); returns their records in order.
 
     ``graph`` and ``channels_last`` as in ``engine.train``. A run that fails with a ``TrainingError`` (diverged,
-    missing teacher) stops alone: the others finish, then one ``TrainingError`` names every failed run.
-    ``progress`` shows one bar of epochs over all runs."""
+    missing teacher) stops alone: the others finish, then one ``TrainingError`` names every failed run; any other
+    error (or an interrupt) stops them all, each keeping its last checkpoint. ``progress`` shows one bar of epochs
+    over all runs."""
     configs = list(configs)
     ctx, device = setup(_check(configs))
     try:
@@ -77,7 +78,7 @@ def _drive(configs, results, progress, restart, log, device, ctx, graph, channel
     records: list[dict | None] = [None] * k
     failures: list[str] = []
     epochs_seen = [0] * k
-    bar = _progress_bar(progress, sum(c.epochs for c in configs), f"{k} concurrent runs")
+    bar = _progress_bar(progress, sum(c.epochs for c in configs), f"{k} concurrent runs", unit="epoch")
     active = list(range(k))
     try:
         while active:

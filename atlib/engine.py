@@ -298,11 +298,11 @@ def _set_rng_state(state: dict, generator: torch.Generator, device: torch.device
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def _progress_bar(enabled: bool, total: int, desc: str):
+def _progress_bar(enabled: bool, total: int, desc: str, unit: str = "img"):
     if not enabled:
         return None
     from tqdm.auto import tqdm
-    return tqdm(total=total, desc=desc, unit="img", leave=False, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True)
 
 
 def build_student(config: RunConfig, num_classes: int, device: torch.device) -> nn.Module:
