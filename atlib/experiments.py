@@ -463,8 +463,9 @@ def is_cohort(group: list[RunConfig]) -> bool:
 
 def run_cells(cells: Iterable[Cell], settings: Settings, log: Callable[[str], None] = print) -> list[dict]:
     """Train every cell at every seed (teachers first), skipping finished runs and resuming interrupted ones.
-    On a GPU, runs of one WRN architecture are trained in cohorts (``Settings.cohort``). Returns the records in
-    cell order."""
+    On a GPU, runs of one WRN architecture are trained in cohorts (``Settings.cohort``) and other runs of one
+    shape (a cell's seeds) at once on their own CUDA streams (``Settings.concurrent``). Returns the records in cell
+    order."""
     from .cohort_training import train_cohort  # imported here: experiments stay importable without the engine
     from .concurrent import train_concurrently
     from .engine import train
