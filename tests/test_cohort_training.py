@@ -1,8 +1,6 @@
 """Cohort training (``atlib.cohort_training``) is K ordinary runs: same run ids, same records, same weights as
 training each member alone (float64, to 1e-10), resumable as a cohort or member by member."""
 
-import shutil
-
 import pytest
 
 from atlib import engine
@@ -10,6 +8,7 @@ from atlib.cohort_training import cohort_key, train_cohort
 from atlib.config import RunConfig
 from atlib.methods import method_terms
 from atlib.store import RunStore
+from teacher_runs import copy_teacher, train_teacher
 
 COMMON = dict(dataset="sample", epochs=3, train_subset=160, test_subset=100, batch_size=64, device="cpu",
               lr_milestones=[1, 2])  # 160 = 2 full batches + a batch of 32; an lr drop every epoch
@@ -17,15 +16,7 @@ COMMON = dict(dataset="sample", epochs=3, train_subset=160, test_subset=100, bat
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cohort_teacher")
-    record = engine.train(RunConfig(student="wrn-10-2", **COMMON), results=root, progress=False, log=None)
-    return root, record["run_id"]
-
-
-def _copy_teacher(teacher, dest):
-    root, run_id = teacher
-    shutil.copytree(root / "runs" / run_id, dest / "runs" / run_id, dirs_exist_ok=True)
-    return run_id
+    return train_teacher(tmp_path_factory.mktemp("cohort_teacher"), RunConfig(student="wrn-10-2", **COMMON))
 
 
 def _members(teacher_id, seeds=(0, 1, 0, 2), methods=("student", "at", "kd", "at+kd"), **extra):
@@ -41,8 +32,8 @@ def _max_diff(a_root, b_root, run_id) -> float:
 
 
 def test_cohort_equals_separate_runs(teacher, tmp_path, float64):
-    teacher_id = _copy_teacher(teacher, tmp_path / "a")
-    _copy_teacher(teacher, tmp_path / "b")
+    teacher_id = copy_teacher(teacher, tmp_path / "a")
+    copy_teacher(teacher, tmp_path / "b")
     cfgs = _members(teacher_id)
     together = train_cohort(cfgs, results=tmp_path / "a", progress=False, log=None)
     alone = [engine.train(c, results=tmp_path / "b", progress=False, log=None) for c in cfgs]
@@ -66,8 +57,8 @@ def test_cohort_equals_separate_runs(teacher, tmp_path, float64):
 
 
 def test_shared_batches_equal_own_batches_when_seeds_match(teacher, tmp_path, float64):
-    teacher_id = _copy_teacher(teacher, tmp_path / "a")
-    _copy_teacher(teacher, tmp_path / "b")
+    teacher_id = copy_teacher(teacher, tmp_path / "a")
+    copy_teacher(teacher, tmp_path / "b")
     cfgs = _members(teacher_id, seeds=(3, 3, 3, 3))
     shared = train_cohort(cfgs, results=tmp_path / "a", progress=False, log=None, shared_batches=True)
     own = train_cohort(cfgs, results=tmp_path / "b", progress=False, log=None)
@@ -79,7 +70,7 @@ def test_shared_batches_equal_own_batches_when_seeds_match(teacher, tmp_path, fl
 def test_interrupted_cohort_resumes_as_cohort_and_member_alone(teacher, tmp_path, monkeypatch, float64):
     import atlib.cohort_training as ct
     for name in ("full", "cut", "cut_single"):
-        _copy_teacher(teacher, tmp_path / name)
+        copy_teacher(teacher, tmp_path / name)
     cfgs = _members(teacher[1])
     full = train_cohort(cfgs, results=tmp_path / "full", progress=False, log=None)
 
@@ -107,7 +98,7 @@ def test_interrupted_cohort_resumes_as_cohort_and_member_alone(teacher, tmp_path
 
 
 def test_cohort_refuses_members_it_cannot_train(teacher, tmp_path):
-    teacher_id = _copy_teacher(teacher, tmp_path)
+    teacher_id = copy_teacher(teacher, tmp_path)
     base = _members(teacher_id)[:2]
     with pytest.raises(engine.TrainingError, match="must share lr"):
         train_cohort([base[0], RunConfig(**{**base[1].to_dict(), "lr": 0.05})], results=tmp_path, log=None)
@@ -123,15 +114,15 @@ def test_cohort_refuses_members_it_cannot_train(teacher, tmp_path):
 
 def test_channels_last_is_the_same_training(teacher, tmp_path, float64):
     """NHWC activations (the GPU default) change the layout, not the arithmetic: single runs and cohorts."""
-    teacher_id = _copy_teacher(teacher, tmp_path / "nchw")
-    _copy_teacher(teacher, tmp_path / "nhwc")
+    teacher_id = copy_teacher(teacher, tmp_path / "nchw")
+    copy_teacher(teacher, tmp_path / "nhwc")
     cfgs = _members(teacher_id, seeds=(0, 1), methods=("student", "at"))
     single = cfgs[1]
     a = engine.train(single, results=tmp_path / "nchw", progress=False, log=None, channels_last=False)
     b = engine.train(single, results=tmp_path / "nhwc", progress=False, log=None, channels_last=True)
     assert not a["environment"]["channels_last"] and b["environment"]["channels_last"]
     assert _max_diff(tmp_path / "nchw", tmp_path / "nhwc", a["run_id"]) < 1e-10
-    _copy_teacher(teacher, tmp_path / "cohort")
+    copy_teacher(teacher, tmp_path / "cohort")
     together = train_cohort(cfgs, results=tmp_path / "cohort", progress=False, log=None, channels_last=True)
     assert together[1]["environment"]["channels_last"]
     assert _max_diff(tmp_path / "nchw", tmp_path / "cohort", a["run_id"]) < 1e-10

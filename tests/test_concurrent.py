@@ -3,7 +3,6 @@ same weights and metrics as training them one by one (bit for bit); an interrupt
 run; a failing run stops alone; ``schedule``/``plan``/``run_cells`` gather a cell's seeds into concurrent sets."""
 
 import json
-import shutil
 
 import pytest
 
@@ -15,6 +14,7 @@ from atlib.experiments import ConcurrentSet, Settings, is_cohort, schedule
 from atlib.methods import method_terms
 from atlib.plan import estimate, format_plan, group_shape, load_rates, plan_groups, shape_key, shape_label
 from atlib.store import RunStore
+from teacher_runs import copy_teacher, train_teacher
 
 COMMON = dict(dataset="sample", train_subset=160, test_subset=100, batch_size=64, device="cpu", lr_milestones=[1])
 TIMING = ("seconds", "images_per_s", "environment")
@@ -22,14 +22,12 @@ TIMING = ("seconds", "images_per_s", "environment")
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
-    root = tmp_path_factory.mktemp("concurrent_teacher")
-    record = engine.train(RunConfig(student="wrn-10-2", epochs=2, **COMMON), results=root, progress=False, log=None)
-    return root, record["run_id"]
+    return train_teacher(tmp_path_factory.mktemp("concurrent_teacher"),
+                         RunConfig(student="wrn-10-2", epochs=2, **COMMON))
 
 
 def _results_with_teacher(teacher, dest):
-    root, run_id = teacher
-    shutil.copytree(root / "runs" / run_id, dest / "runs" / run_id, dirs_exist_ok=True)
+    copy_teacher(teacher, dest)
     return dest
 
 

@@ -10,7 +10,6 @@ results/benchmarks/h200-2026-11-26/3-gpu-tests.txt) all but the bf16 test passed
 float64 batches, fixed since. The concurrent-runs test is newer: not yet run on a GPU.
 """
 
-import shutil
 
 import pytest
 import torch
@@ -21,6 +20,7 @@ from atlib.concurrent import train_concurrently
 from atlib.config import RunConfig
 from atlib.methods import method_terms
 from atlib.store import RunStore
+from teacher_runs import copy_teacher, train_teacher
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -50,22 +50,14 @@ def _close(a: dict, b: dict, rtol: float) -> float:
 
 @pytest.fixture(scope="module")
 def teacher_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("gpu_teacher")
-    record = engine.train(RunConfig(student="wrn-16-2", **COMMON), results=root, progress=False, log=None)
-    return root, record["run_id"]
-
-
-def _with_teacher(teacher_dir, dest):
-    root, run_id = teacher_dir
-    shutil.copytree(root / "runs" / run_id, dest / "runs" / run_id)
-    return run_id
+    return train_teacher(tmp_path_factory.mktemp("gpu_teacher"), RunConfig(student="wrn-16-2", **COMMON))
 
 
 @pytest.mark.parametrize("method", ["student", "at", "kd", "at+kd", "fact"])
 def test_graph_run_matches_eager_run(method, teacher_dir, tmp_path):
-    teacher = None if method == "student" else _with_teacher(teacher_dir, tmp_path / "a")
+    teacher = None if method == "student" else copy_teacher(teacher_dir, tmp_path / "a")
     if teacher:
-        _with_teacher(teacher_dir, tmp_path / "b")
+        copy_teacher(teacher_dir, tmp_path / "b")
     cfg = RunConfig(student="wrn-16-1", method=method, terms=method_terms(method), teacher=teacher, **COMMON)
     eager = engine.train(cfg, results=tmp_path / "a", progress=False, log=None, graph=False, channels_last=False)
     graphed = engine.train(cfg, results=tmp_path / "b", progress=False, log=None)  # GPU defaults: graph, NHWC
@@ -95,8 +87,8 @@ def test_graph_run_resumes(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("shared", [False, True])
 def test_graph_cohort_matches_eager_single_runs(shared, teacher_dir, tmp_path):
-    teacher = _with_teacher(teacher_dir, tmp_path / "a")
-    _with_teacher(teacher_dir, tmp_path / "b")
+    teacher = copy_teacher(teacher_dir, tmp_path / "a")
+    copy_teacher(teacher_dir, tmp_path / "b")
     seeds = [0, 0, 0, 0] if shared else [0, 1, 2, 3]
     cfgs = [RunConfig(student="wrn-16-1", method=m, terms=method_terms(m), teacher=None if m == "student" else teacher,
                       seed=s, **COMMON) for m, s in zip(["student", "at", "kd", "at+kd"], seeds)]
@@ -109,8 +101,8 @@ def test_graph_cohort_matches_eager_single_runs(shared, teacher_dir, tmp_path):
 
 
 def test_concurrent_graph_runs_on_streams_match_eager_single_runs(teacher_dir, tmp_path):
-    teacher = _with_teacher(teacher_dir, tmp_path / "a")
-    _with_teacher(teacher_dir, tmp_path / "b")
+    teacher = copy_teacher(teacher_dir, tmp_path / "a")
+    copy_teacher(teacher_dir, tmp_path / "b")
     cfgs = [RunConfig(student="wrn-16-1", method="at", terms=method_terms("at"), teacher=teacher, seed=0, **COMMON),
             RunConfig(student="wrn-16-1", method="at", terms=method_terms("at"), teacher=teacher, seed=1, **COMMON),
             RunConfig(student="nin-thin-nobn", method="min-l2", terms=method_terms("min-l2"), **COMMON)]
