@@ -236,19 +236,12 @@ def make_step(student: nn.Module, teacher: nn.Module | None, objective: Objectiv
     return body
 
 
-def train_epoch(student: nn.Module, teacher: nn.Module | None, objective: Objective, optimizer, batches,
-                config: RunConfig, device: torch.device, bar=None, ctx: Dist = Dist(),
-                runner: StepRunner | None = None) -> dict[str, float]:
-    """One epoch of SGD over ``batches``; returns mean train loss, train error (%) and the mean of every term and
-    detail (over all processes). The caller sets train/eval modes. ``runner`` (eager if None) runs the steps."""
-    return run_to_end(train_epoch_steps(student, teacher, objective, optimizer, batches, config, device, bar, ctx,
-                                        runner))
-
-
 def train_epoch_steps(student: nn.Module, teacher: nn.Module | None, objective: Objective, optimizer, batches,
                       config: RunConfig, device: torch.device, bar=None, ctx: Dist = Dist(),
                       runner: StepRunner | None = None):
-    """``train_epoch`` as a generator: yields ``STEP`` after each step (see ``train_steps``), returns the means."""
+    """One epoch of SGD over ``batches`` as a generator: yields ``STEP`` after each step (see ``train_steps``) and
+    returns mean train loss, train error (%) and the mean of every term and detail (over all processes). The caller
+    sets train/eval modes. ``runner`` (eager if None) runs the steps."""
     if runner is None:
         runner = StepRunner(make_step(student, teacher, objective, optimizer, config, device, ctx), device)
     runner.reset()
@@ -276,7 +269,7 @@ STEP, EPOCH = "step", "epoch"  # what ``train_steps`` yields: after each SGD ste
 
 
 def run_to_end(steps):
-    """Exhaust a step generator (``train_steps``, ``train_epoch_steps``) and return what it returns."""
+    """Exhaust a step generator (``train_steps``) and return what it returns."""
     while True:
         try:
             next(steps)
