@@ -112,31 +112,38 @@ def source_images(config) -> int:
     return config.train_subset or TRAIN_IMAGES[config.dataset]
 
 
-def pack(root: Path, dest: Path, teacher_weights: set[str]) -> None:
-    """Finished runs' config, metrics and record (and the teachers' weights) into one tar file."""
-    store = RunStore(root)
+def _run_dirs(root: Path) -> list[Path]:
+    return sorted((Path(root) / "runs").glob("*"))
+
+
+def _tar(dest: Path, root: Path, members: dict[Path, list[str]]) -> None:
+    """Into tar ``dest``: each run directory's named files that exist, under ``<profile>/runs/<run id>/``."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(dest, "w") as tar:
-        for run_dir in sorted((Path(root) / "runs").glob("*")):
-            names = ["config.json", "metrics.jsonl", "record.json"]
-            if run_dir.name in teacher_weights:
-                names.append("weights.pt")
+        for run_dir, names in members.items():
             for name in names:
                 if (run_dir / name).is_file():
                     tar.add(run_dir / name, arcname=f"{run_dir.relative_to(root.parent)}/{name}")
-            print(f"packed {run_dir.name}: {store.status(run_dir.name)}", flush=True)
+
+
+def pack(root: Path, dest: Path, teacher_weights: set[str]) -> None:
+    """Finished runs' config, metrics and record (and the teachers' weights) into one tar file."""
+    store = RunStore(root)
+    runs = _run_dirs(root)
+    _tar(dest, root, {d: ["config.json", "metrics.jsonl", "record.json"]
+                      + (["weights.pt"] if d.name in teacher_weights else []) for d in runs})
+    for d in runs:
+        print(f"packed {d.name}: {store.status(d.name)}", flush=True)
 
 
 def pack_checkpoints(root: Path, dest: Path) -> None:
     """Unfinished runs' checkpoints (to resume in a later call: extract into the same results directory)."""
     store = RunStore(root)
-    with tarfile.open(dest, "w") as tar:
-        for run_dir in sorted((Path(root) / "runs").glob("*")):
-            if store.status(run_dir.name) != "finished" and (run_dir / "checkpoint.pt").is_file():
-                for name in ("config.json", "metrics.jsonl", "checkpoint.pt"):
-                    if (run_dir / name).is_file():
-                        tar.add(run_dir / name, arcname=f"{run_dir.relative_to(root.parent)}/{name}")
-                print(f"checkpoint of {run_dir.name}: {len(store.read_metrics(run_dir.name))} epochs", flush=True)
+    unfinished = [d for d in _run_dirs(root)
+                  if store.status(d.name) != "finished" and (d / "checkpoint.pt").is_file()]
+    _tar(dest, root, {d: ["config.json", "metrics.jsonl", "checkpoint.pt"] for d in unfinished})
+    for d in unfinished:
+        print(f"checkpoint of {d.name}: {len(store.read_metrics(d.name))} epochs", flush=True)
 
 
 if __name__ == "__main__":
