@@ -373,25 +373,28 @@ def _unique(configs: list[RunConfig]) -> list[RunConfig]:
     return list(unique.values())
 
 
+def _on_gpu(settings: Settings) -> bool:
+    from .engine import resolve_device
+    return resolve_device(settings.device).type == "cuda"
+
+
+def _positive_int(name: str, value, allowed: str = "a positive integer") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be {allowed}, got {name}={value!r}")
+    return value
+
+
 def cohort_size(settings: Settings) -> int:
     if settings.cohort is not None:
-        if isinstance(settings.cohort, bool) or not isinstance(settings.cohort, int) or settings.cohort < 1:
-            raise ValueError(f"cohort must be a positive integer or null, got cohort={settings.cohort!r}")
-        return settings.cohort
-    from .engine import resolve_device
-    return 16 if resolve_device(settings.device).type == "cuda" else 1
+        return _positive_int("cohort", settings.cohort, "a positive integer or null")
+    return 16 if _on_gpu(settings) else 1
 
 
 def concurrent_size(settings: Settings, on_gpu: bool | None = None) -> int:
     """How many single runs ``run_cells`` trains at once: ``Settings.concurrent`` on a GPU (``on_gpu`` None: the
     settings' device decides), 1 elsewhere (interleaving runs on a CPU gains nothing)."""
-    n = settings.concurrent
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"concurrent must be a positive integer, got concurrent={n!r}")
-    if on_gpu is None:
-        from .engine import resolve_device
-        on_gpu = resolve_device(settings.device).type == "cuda"
-    return n if on_gpu else 1
+    n = _positive_int("concurrent", settings.concurrent)
+    return n if (_on_gpu(settings) if on_gpu is None else on_gpu) else 1
 
 
 # Cohorts pay only for narrow students: on an H200 (results/benchmarks/h200-2026-11-26) 7-16 WRN-16-1 students as one
@@ -437,24 +440,23 @@ def schedule(configs: list[RunConfig], size: int, share_batches: bool = False,
     return _gather_singles(out, concurrent) if concurrent > 1 else out
 
 
-def _gather_singles(groups: list[list[RunConfig]], concurrent: int) -> list[list[RunConfig]]:
-    sets: dict[tuple, list[list[RunConfig]]] = {}
-    out: list = []
-    for group in groups:
-        if len(group) > 1:
-            out.append(("cohort", group))
-            continue
-        shape = run_shape(group[0])
-        open_sets = sets.setdefault(shape, [])
-        if not open_sets or len(open_sets[-1]) == concurrent:
-            open_sets.append([])
-            out.append(("concurrent", open_sets[-1]))
-        open_sets[-1].append(group[0])
-    return [ConcurrentSet(g) if kind == "concurrent" and len(g) > 1 else g for kind, g in out]
-
-
 class ConcurrentSet(list):
     """A group of single runs that train at once (``atlib.concurrent``), not a cohort."""
+
+
+def _gather_singles(groups: list[list[RunConfig]], concurrent: int) -> list[list[RunConfig]]:
+    open_sets: dict[tuple, ConcurrentSet] = {}
+    out: list[list[RunConfig]] = []
+    for group in groups:
+        if len(group) > 1:  # a cohort
+            out.append(group)
+            continue
+        shape = run_shape(group[0])
+        if shape not in open_sets or len(open_sets[shape]) == concurrent:
+            open_sets[shape] = ConcurrentSet()
+            out.append(open_sets[shape])
+        open_sets[shape].append(group[0])
+    return [list(g) if isinstance(g, ConcurrentSet) and len(g) == 1 else g for g in out]
 
 
 def is_cohort(group: list[RunConfig]) -> bool:
