@@ -47,6 +47,16 @@ def _check(configs: list[RunConfig]) -> torch.device:
     return resolve_device(devices[0])
 
 
+def run_streams(device: torch.device, k: int) -> list:
+    """One CUDA stream per run on a GPU (None elsewhere); enter each with ``on_stream``."""
+    return [torch.cuda.Stream(device) if device.type == "cuda" else None for _ in range(k)]
+
+
+def on_stream(stream):
+    """Queue the device work inside on ``stream`` (nothing to switch on a CPU: None)."""
+    return torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
+
+
 def train_concurrently(configs, results: str | Path = DEFAULT_RESULTS, progress: bool = True, restart: bool = False,
                        log: Callable[[str], None] | None = print, graph: bool | None = None,
                        channels_last: bool | None = None) -> list[dict]:
@@ -72,7 +82,7 @@ def _drive(configs, results, progress, restart, log, device, ctx, graph, channel
     k = len(configs)
     steps = [train_steps(c, results, False, restart, log, device, ctx, graph, channels_last, concurrent=k)
              for c in configs]
-    streams = [torch.cuda.Stream(device) if device.type == "cuda" else None for _ in configs]
+    streams = run_streams(device, k)
     caller_rng = torch.get_rng_state()
     rng = [caller_rng.clone() for _ in configs]
     records: list[dict | None] = [None] * k
@@ -85,7 +95,7 @@ def _drive(configs, results, progress, restart, log, device, ctx, graph, channel
             for i in list(active):
                 torch.set_rng_state(rng[i])
                 try:
-                    with torch.cuda.stream(streams[i]) if streams[i] is not None else contextlib.nullcontext():
+                    with on_stream(streams[i]):
                         signal = next(steps[i])
                 except StopIteration as done:
                     records[i] = done.value

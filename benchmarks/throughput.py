@@ -24,7 +24,6 @@ Nothing is asserted: speed targets are read here, never tested. CUDA-only cases 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -37,6 +36,7 @@ import torch
 from atlib import objective
 from atlib.cohort import pack
 from atlib.cohort_training import TeacherPass, cohort_epoch, make_cohort_step
+from atlib.concurrent import on_stream, run_streams
 from atlib.config import RunConfig
 from atlib.data import ImageSet, train_batches
 from atlib.data.cifar import CIFAR_MEAN, CIFAR_STD
@@ -211,20 +211,17 @@ def concurrent_case(data: ImageSet, device, options):
     """K independent runs, each on its own CUDA stream, advanced one step each in turn (``atlib.concurrent``)."""
     k = options["k"]
     runs = [_engine_run(data, device, options, seed) for seed in range(k)]
-    streams = [torch.cuda.Stream(device) if device.type == "cuda" else None for _ in runs]
-
-    def on(stream):
-        return torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
+    streams = run_streams(device, k)
 
     def epoch():
         epochs = []
         for (runner, batches), stream in zip(runs, streams):
-            with on(stream):
+            with on_stream(stream):
                 runner.reset()
                 epochs.append(batches())
         for step in range(len(epochs[0])):
             for (runner, _), stream, steps in zip(runs, streams, epochs):
-                with on(stream):
+                with on_stream(stream):
                     runner(*steps[step])
         for runner, _ in runs:
             _check_captured(runner, options)
