@@ -9,6 +9,7 @@ from atlib.config import RunConfig
 from atlib.methods import method_terms
 from atlib.store import RunStore
 from teacher_runs import copy_teacher, train_teacher
+from interrupts import interrupted_on_call
 
 COMMON = dict(dataset="sample", epochs=3, train_subset=160, test_subset=100, batch_size=64, device="cpu",
               lr_milestones=[1, 2])  # 160 = 2 full batches + a batch of 32; an lr drop every epoch
@@ -67,26 +68,16 @@ def test_shared_batches_equal_own_batches_when_seeds_match(teacher, tmp_path, fl
         assert _max_diff(tmp_path / "a", tmp_path / "b", s["run_id"]) < 1e-10
 
 
-def test_interrupted_cohort_resumes_as_cohort_and_member_alone(teacher, tmp_path, monkeypatch, float64):
+def test_interrupted_cohort_resumes_as_cohort_and_member_alone(teacher, tmp_path, float64):
     import atlib.cohort_training as ct
     for name in ("full", "cut", "cut_single"):
         copy_teacher(teacher, tmp_path / name)
     cfgs = _members(teacher[1])
     full = train_cohort(cfgs, results=tmp_path / "full", progress=False, log=None)
 
-    real, calls = ct.cohort_epoch, {"n": 0}
-
-    def interrupted(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-    monkeypatch.setattr(ct, "cohort_epoch", interrupted)
     for name in ("cut", "cut_single"):
-        calls["n"] = 0
-        with pytest.raises(KeyboardInterrupt):
+        with interrupted_on_call(ct, "cohort_epoch", 3):
             train_cohort(cfgs, results=tmp_path / name, progress=False, log=None)
-    monkeypatch.setattr(ct, "cohort_epoch", real)
     store = RunStore(tmp_path / "cut")
     assert all(store.status(r["run_id"]) == "interrupted" for r in full)
     resumed = train_cohort(cfgs, results=tmp_path / "cut", progress=False, log=None)

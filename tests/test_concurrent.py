@@ -14,6 +14,7 @@ from atlib.experiments import ConcurrentSet, Settings, is_cohort, schedule
 from atlib.methods import method_terms
 from atlib.plan import estimate, format_plan, group_shape, load_rates, plan_groups, shape_key, shape_label
 from atlib.store import RunStore
+from interrupts import interrupted_on_call
 from teacher_runs import copy_teacher, train_teacher
 
 COMMON = dict(dataset="sample", train_subset=160, test_subset=100, batch_size=64, device="cpu", lr_milestones=[1])
@@ -63,25 +64,15 @@ def test_concurrent_runs_equal_runs_trained_one_by_one(teacher, tmp_path):
     assert again == together  # finished runs are returned, not retrained
 
 
-def test_interrupted_set_resumes_together_or_run_by_run(teacher, tmp_path, monkeypatch):
+def test_interrupted_set_resumes_together_or_run_by_run(teacher, tmp_path):
     configs = _configs(teacher[1])
     full = _results_with_teacher(teacher, tmp_path / "full")
     records = train_concurrently(configs, results=full, progress=False, log=None)
-    real, calls = engine.train_epoch_steps, {"n": 0}
-
-    def interrupted(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 5:  # the runs step in turn: the first is inside its epoch 2 when the second's starts
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
     for name in ("together", "one_by_one"):
         root = _results_with_teacher(teacher, tmp_path / name)
-        calls["n"] = 0
-        monkeypatch.setattr(engine, "train_epoch_steps", interrupted)
-        with pytest.raises(KeyboardInterrupt):
+        # the runs step in turn: the first is inside its epoch 2 when the second's (the 5th epoch started) begins
+        with interrupted_on_call(engine, "train_epoch_steps", 5):
             train_concurrently(configs, results=root, progress=False, log=None)
-        monkeypatch.setattr(engine, "train_epoch_steps", real)
         store = RunStore(root)
         assert [len(store.read_metrics(r["run_id"])) for r in records] == [1, 1, 1]
         if name == "together":

@@ -10,6 +10,7 @@ from atlib import engine
 from atlib.config import ConfigError, RunConfig, scaled_milestones
 from atlib.methods import method_terms
 from atlib.store import CorruptCheckpointError, RunStore
+from interrupts import interrupted_on_call
 
 
 def tiny(student="wrn-10-1", **kw):
@@ -82,26 +83,16 @@ def test_finished_run_is_not_retrained(tmp_path, monkeypatch):
     assert len(RunStore(tmp_path).read_metrics(first["run_id"])) == 1
 
 
-def interrupt_at_epoch(cfg, results, epoch, monkeypatch):
+def interrupt_at_epoch(cfg, results, epoch):
     """Train ``cfg`` and raise KeyboardInterrupt when epoch ``epoch`` (1-based) starts."""
-    real_epoch = engine.train_epoch_steps
-    calls = {"n": 0}
-
-    def interrupted(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == epoch:
-            raise KeyboardInterrupt
-        return real_epoch(*args, **kwargs)
-    monkeypatch.setattr(engine, "train_epoch_steps", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_on_call(engine, "train_epoch_steps", epoch):
         engine.train(cfg, results=results, progress=False, log=None)
-    monkeypatch.setattr(engine, "train_epoch_steps", real_epoch)
 
 
-def test_in_process_resume_matches_uninterrupted(tmp_path, monkeypatch):
+def test_in_process_resume_matches_uninterrupted(tmp_path):
     cfg = tiny(epochs=3)
     full = engine.train(cfg, results=tmp_path / "a", progress=False, log=None)
-    interrupt_at_epoch(cfg, tmp_path / "b", 3, monkeypatch)
+    interrupt_at_epoch(cfg, tmp_path / "b", 3)
     store = RunStore(tmp_path / "b")
     assert store.status(full["run_id"]) == "interrupted" and len(store.read_metrics(full["run_id"])) == 2
     resumed = engine.train(cfg, results=tmp_path / "b", progress=False, log=None)
@@ -133,9 +124,9 @@ def test_nan_loss_stops_with_message_and_keeps_records(tmp_path, monkeypatch):
     assert store.load_checkpoint(run_id)["epoch"] == 1
 
 
-def test_corrupt_checkpoint_is_reported_then_restart_discards_it(tmp_path, monkeypatch):
+def test_corrupt_checkpoint_is_reported_then_restart_discards_it(tmp_path):
     cfg = tiny(epochs=2)
-    interrupt_at_epoch(cfg, tmp_path, 2, monkeypatch)
+    interrupt_at_epoch(cfg, tmp_path, 2)
     store = RunStore(tmp_path)
     run_id = store.list_runs()[0]["run_id"]
     ckpt = store.run_dir(run_id) / "checkpoint.pt"

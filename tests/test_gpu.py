@@ -21,6 +21,7 @@ from atlib.config import RunConfig
 from atlib.methods import method_terms
 from atlib.store import RunStore
 from teacher_runs import copy_teacher, train_teacher
+from interrupts import interrupted_on_call
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -67,20 +68,11 @@ def test_graph_run_matches_eager_run(method, teacher_dir, tmp_path):
     assert abs(eager["train_loss"] - graphed["train_loss"]) < 1e-6 * max(1.0, abs(eager["train_loss"]))
 
 
-def test_graph_run_resumes(tmp_path, monkeypatch):
+def test_graph_run_resumes(tmp_path):
     cfg = RunConfig(student="wrn-16-1", **COMMON)
     full = engine.train(cfg, results=tmp_path / "a", progress=False, log=None, graph=True)
-    real_epoch, calls = engine.train_epoch_steps, {"n": 0}
-
-    def interrupted(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real_epoch(*args, **kwargs)
-    monkeypatch.setattr(engine, "train_epoch_steps", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_on_call(engine, "train_epoch_steps", 3):
         engine.train(cfg, results=tmp_path / "b", progress=False, log=None, graph=True)
-    monkeypatch.setattr(engine, "train_epoch_steps", real_epoch)
     resumed = engine.train(cfg, results=tmp_path / "b", progress=False, log=None, graph=True)
     _close(_weights(tmp_path / "b", resumed["run_id"]), _weights(tmp_path / "a", full["run_id"]), 1e-6)
 
