@@ -37,7 +37,7 @@ from .config import RunConfig
 from .distributed import Dist
 from .engine import DEFAULT_RESULTS, TrainingError, _autocast, _device_name, _progress_bar, _rng_state, \
     _set_rng_state, build_student, channels_last_wanted, epoch_row, finish_run, graph_wanted, make_optimizer, \
-    make_source, prepare, resolve_device, train
+    make_source, prepare, provenance, resolve_device, train
 from .losses import full_precision
 from .models import count_parameters
 from .objective import build_objective
@@ -297,7 +297,7 @@ def _train_cohort(pending, store: RunStore, device, progress, restart, log, grap
     runner = StepRunner(body, device, use_graph, log=log)
     environment = {"device": str(device), "device_name": _device_name(device), "torch": torch.__version__,
                    "python": platform.python_version(), "processes": 1, "cuda_graph": use_graph,
-                   "channels_last": use_channels_last,
+                   "channels_last": use_channels_last, **provenance(device, c0.precision),
                    "cohort": {"size": k, "members": ids, "shared_batches": shared_batches}}
     full_configs = [c.to_dict() for c in configs]
     step_key = None

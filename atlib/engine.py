@@ -15,7 +15,9 @@ import contextlib
 import datetime as _dt
 import json
 import math
+import os
 import platform
+import subprocess
 import time
 from pathlib import Path
 from typing import Callable
@@ -413,7 +415,7 @@ def train_steps(config: RunConfig, results: Path, progress: bool, restart: bool,
                         log=log)
     environment = {"device": str(device), "device_name": _device_name(device), "torch": torch.__version__,
                    "python": platform.python_version(), "processes": ctx.world_size, "cuda_graph": use_graph,
-                   "channels_last": use_channels_last}
+                   "channels_last": use_channels_last, **provenance(device, config.precision)}
     if concurrent > 1:
         environment["concurrent_runs"] = concurrent  # images_per_s is then this run's share of the GPU
     full_config = config.to_dict()
@@ -503,6 +505,35 @@ def finish_run(store: RunStore, run_id: str, config: RunConfig, state: dict, par
     store.write_record(run_id, record)
     store.delete_checkpoint(run_id)
     return record
+
+
+def code_commit() -> str:
+    """The commit that made a run: ``ATLIB_COMMIT`` (set where the tree travels without ``.git``), else git's HEAD
+    (with ``+dirty`` when tracked files differ from it), else ``"unknown"``."""
+    if os.environ.get("ATLIB_COMMIT"):
+        return os.environ["ATLIB_COMMIT"]
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=10)
+        if head.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return head.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def provenance(device: torch.device, precision: str) -> dict:
+    """Where and with what a run was trained: commit, CUDA/cuDNN versions, precision and whether TF32 was on."""
+    cuda = device.type == "cuda"
+    return {"commit": code_commit(), "precision": precision,
+            "cuda": torch.version.cuda if cuda else None,
+            "cudnn": torch.backends.cudnn.version() if cuda else None,
+            # PyTorch's defaults: TF32 in convolutions on, in matrix products off (both at fp32 "precision")
+            "tf32_conv": bool(torch.backends.cudnn.allow_tf32) if cuda else False,
+            "tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32) if cuda else False}
 
 
 def _device_name(device: torch.device) -> str:

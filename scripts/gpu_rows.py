@@ -6,15 +6,16 @@
 (``--results results``: the committed ``one-seed`` teacher is found there and not trained again.)
 
 1. the WRN-16-2 teacher (200 epochs, one captured-graph run), unless already finished;
-2. the WRN-16-1 rows AT and student (seed 0) as single captured-graph runs, each only if its measured rate
-   (``--rates``: benchmarks/throughput.py --json) says it ends before the deadline (small cohorts of 2-4 grouped
-   students measured slower than single graphed runs on an H200);
+2. the WRN-16-1 rows (seed 0) as single captured-graph runs in value order: AT, student, KD, AT+KD, F-ActT; each
+   starts if at least MIN_START seconds are left, and the one the deadline interrupts keeps its checkpoint (small
+   cohorts of 2-4 grouped students measured slower than single graphed runs on an H200; ``--rates`` only prints
+   each run's estimate);
    or, with ``--concurrent``, all five rows (AT, student, KD, AT+KD, F-ActT) at once, each on its own CUDA stream
    (``atlib.concurrent``), until they finish or the deadline comes.
 
 At the deadline the runs in progress are interrupted (their checkpoints stay, resumable). Finished runs' records
 are written under ``--results`` like any other run; with ``--out`` they are also packed into ``DIR/runs.tar``
-(config, metrics, record; weights of the teacher only) and the unfinished runs' checkpoints into
+(config, metrics, record, weights) and the unfinished runs' checkpoints into
 ``DIR/checkpoints.tar`` (to carry to the next call and resume there; never to be committed).
 """
 
@@ -33,8 +34,8 @@ from atlib.engine import train
 from atlib.experiments import TABLES, config_for, settings_from_profile, teacher_config
 from atlib.store import RunStore
 
-PRIORITY = ["at", "student"]
 ROWS = ["at", "student", "kd", "at+kd", "fact"]
+MIN_START = 45  # seconds: a run started later would bring back too few epochs to be worth its checkpoint
 SAFETY = 1.15  # measured short-epoch rates are optimistic: evaluation, checkpoints, captures
 
 
@@ -50,7 +51,9 @@ def single_rate(rates_path: str | None, method: str) -> float | None:
     """Measured images/s of this row as a single captured-graph run (benchmarks/throughput.py --json)."""
     if not rates_path or not Path(rates_path).is_file():
         return None
-    wanted = {"student": "engine graph: WRN-16-1", "at": "engine graph: AT 16-2 -> 16-1"}.get(method)
+    # the engine's CUDA default is NHWC (channels_last)
+    wanted = {"student": "engine graph channels_last: WRN-16-1",
+              "at": "engine graph channels_last: AT 16-2 -> 16-1"}.get(method)
     for row in json.loads(Path(rates_path).read_text())["results"]:
         if row["label"] == wanted and row.get("images_per_s"):
             return row["images_per_s"]
@@ -86,12 +89,13 @@ def main() -> int:
             for r in train_concurrently(rows, results=settings.root, progress=False, log=print):
                 print(f"{r['run_id']}: {r['test_error']:.2f}% after {time.monotonic() - t0:.0f} s", flush=True)
             return 0
-        for method in PRIORITY:
+        for method in ROWS:  # in value order; the run the deadline interrupts keeps its checkpoint
             left = args.deadline - (time.monotonic() - t0)
             rate = single_rate(args.rates, method)
             need = None if rate is None else SAFETY * teacher.epochs * source_images(teacher) / rate
             print(f"{method}: measured {rate} img/s -> needs {need} s; {left:.0f} s left", flush=True)
-            if need is None or need > left:
+            if left < MIN_START:
+                print(f"{method}: not started ({left:.0f} s left < {MIN_START} s)", flush=True)
                 continue
             r = train(config_for(cells[columns[method]], settings, 0), results=settings.root, progress=False,
                       log=print)
@@ -102,7 +106,7 @@ def main() -> int:
     finally:
         signal.alarm(0)
         if args.out:
-            pack(settings.root, Path(args.out) / "runs.tar", teacher_weights={teacher.run_id()})
+            pack(settings.root, Path(args.out) / "runs.tar")
             pack_checkpoints(settings.root, Path(args.out) / "checkpoints.tar")
     return 0
 
@@ -126,12 +130,12 @@ def _tar(dest: Path, root: Path, members: dict[Path, list[str]]) -> None:
                     tar.add(run_dir / name, arcname=f"{run_dir.relative_to(root.parent)}/{name}")
 
 
-def pack(root: Path, dest: Path, teacher_weights: set[str]) -> None:
-    """Finished runs' config, metrics and record (and the teachers' weights) into one tar file."""
+def pack(root: Path, dest: Path) -> None:
+    """Finished runs' config, metrics, record and final weights (WRN-16-1: 0.7 MB; figures and later runs read
+    them) into one tar file; unfinished runs' config and metrics."""
     store = RunStore(root)
     runs = _run_dirs(root)
-    _tar(dest, root, {d: ["config.json", "metrics.jsonl", "record.json"]
-                      + (["weights.pt"] if d.name in teacher_weights else []) for d in runs})
+    _tar(dest, root, {d: ["config.json", "metrics.jsonl", "record.json", "weights.pt"] for d in runs})
     for d in runs:
         print(f"packed {d.name}: {store.status(d.name)}", flush=True)
 

@@ -13,6 +13,14 @@
 #       unpacks all six files to /tmp/cifar (MD5-checked), trains the one-seed WRN-16-1 rows concurrently until the
 #       deadline (scripts/gpu_rows.py --concurrent); finished records in $OUT/runs.tar, unfinished runs'
 #       checkpoints in $OUT/checkpoints.tar (extract into results/ and carry them to resume in a later call).
+#
+# A window of single graphed runs (no --concurrent: the path proven on a GPU), as two back-to-back calls:
+# stage (carry the first three packed files), then at once rows (carry the other three; unfinished runs' checkpoints
+# under results/ travel as untracked files and resume):
+#   ATLIB_COMMIT=<commit> bash scripts/gpu_session.sh stage 60
+#   ATLIB_COMMIT=<commit> bash scripts/gpu_session.sh rows <seconds>
+#       unpacks to /tmp/cifar, trains the one-seed WRN-16-1 rows one after the other (AT, student, KD, AT+KD,
+#       F-ActT) until <seconds> - 30; $OUT/runs.tar (records, metrics, weights), $OUT/checkpoints.tar.
 # Every output goes to $OUT (the device tool brings it back), stamped with GPU, torch, commit and date.
 set -uo pipefail
 part=${1:?part 1 or 2}
@@ -21,6 +29,7 @@ start=$(date +%s)
 left() { echo $(( budget - ($(date +%s) - start) )); }
 out=${OUT:-/tmp/out}
 mkdir -p "$out" /tmp/packed
+export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
 export ATLIB_COMMIT=${ATLIB_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 cp .data/packed/* /tmp/packed/ 2>/dev/null
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
@@ -46,7 +55,16 @@ elif [ "$part" = 2 ]; then
     || { cat "$out/2-unpack.txt"; exit 1; }
   python scripts/gpu_rows.py --deadline $(( $(left) - 30 )) --data-root /tmp/cifar --results results --concurrent \
     --out "$out" 2>&1 | tee "$out/2-rows.log" | grep -v "epoch .*/200" | tail -40
+elif [ "$part" = stage ]; then
+  ls -l /tmp/packed
+elif [ "$part" = rows ]; then
+  python scripts/pack_cifar.py unpack /tmp/packed /tmp/cifar/cifar-10-batches-py > "$out/rows-unpack.txt" 2>&1 \
+    || { cat "$out/rows-unpack.txt"; exit 1; }
+  echo "unpacked after $(( budget - $(left) )) s"
+  PYTHONUNBUFFERED=1 python scripts/gpu_rows.py --deadline $(( $(left) - 30 )) --data-root /tmp/cifar \
+    --results results --out "$out" --rates results/benchmarks/h200-2026-11-26/3-channels-last.json 2>&1 \
+    | tee "$out/rows.log" | grep -v "epoch .*/200" | tail -40
 else
-  echo "part must be 1 or 2, got $part" >&2
+  echo "part must be 1, 2, stage or rows, got $part" >&2
   exit 2
 fi
