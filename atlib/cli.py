@@ -1,4 +1,4 @@
-"""Command line: ``python -m atlib train|runs|reproduce|plan ...``.
+"""Command line: ``python -m atlib train|runs|reproduce|plan|campaign ...``.
 
 Every user error (unknown architecture or method, missing teacher run, missing data, bad option value) exits with
 code 2 and one line naming the problem, never a traceback.
@@ -109,6 +109,23 @@ def build_parser() -> argparse.ArgumentParser:
                     "(default 1)")
     pl.add_argument("--tables", nargs="+", help=f"tables to plan (default all CIFAR-10 ones: {', '.join(TABLES)})")
 
+    c = sub.add_parser("campaign", help="train a profile's CIFAR-10 suite in value order until a deadline; "
+                       "pack / import its runs; status",
+                       description="campaign --profile P --deadline SECONDS [--out DIR]: train the next groups until "
+                       "the deadline (stops at an epoch boundary, every unfinished run resumable; with --out, pack "
+                       "the runs there). campaign pack --profile P --out DIR: pack the profile's runs. campaign "
+                       "import PATH...: import a pack (its parts, or a directory holding them). campaign status "
+                       "--profile P: where every run of the suite stands.")
+    c.add_argument("action", nargs="?", default="run", choices=["run", "pack", "import", "status"])
+    c.add_argument("paths", nargs="*", help="import: the pack's parts, or a directory holding them")
+    c.add_argument("--profile", help="one-seed (default), paper, or a YAML file; import: the profile the pack "
+                   "must hold (default: the one it holds)")
+    c.add_argument("--deadline", type=float, help="run: seconds from now by which training stops")
+    c.add_argument("--out", help="run: pack the runs into this directory when done; pack: where to write")
+    c.add_argument("--data-root", help="override the profile's data root")
+    c.add_argument("--device", help="override the profile's device")
+    c.add_argument("--results", dest="results_dir", help="override the profile's results directory")
+
     r = sub.add_parser("runs", help="list stored runs with their status and final test error")
     r.add_argument("--results", default=DEFAULT_RESULTS)
     return parser
@@ -181,7 +198,54 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "runs": cmd_runs, "reproduce": cmd_reproduce, "plan": cmd_plan}
+def cmd_campaign(args: argparse.Namespace) -> int:
+    from . import campaign, packs
+    from .experiments import settings_from_profile
+    if args.action != "import" and args.paths:
+        raise ConfigError(f"campaign {args.action} takes no paths, got {' '.join(args.paths)}")
+    if args.action == "import":
+        if not args.paths:
+            raise ConfigError("campaign import needs the pack's parts or a directory holding them")
+        results = args.results_dir or "results"
+        name, imported = packs.import_pack(args.paths, results, args.profile)
+        print(packs.describe(imported, Path(results) / name))
+        return 0
+    overrides = {k: v for k, v in (("data_root", args.data_root), ("device", args.device),
+                                   ("results_dir", args.results_dir)) if v is not None}
+    settings = settings_from_profile(args.profile or "one-seed", **overrides)
+    if args.action == "pack":
+        if not args.out:
+            raise ConfigError("campaign pack needs --out DIR")
+        _print_pack(packs.pack(settings, args.out))
+        return 0
+    total = len(campaign.jobs(settings))
+    if args.action == "status":
+        print(campaign.describe(campaign.status(settings), total, finished="finished"))
+        return 0
+    if args.deadline is None or not args.deadline > 0:
+        raise ConfigError(f"campaign needs --deadline SECONDS > 0, got {args.deadline}")
+    if not campaign.groups(settings):
+        print(f"campaign: nothing left to train: all {total} runs of profile {settings.profile!r} are finished "
+              f"in {settings.root}")
+        return 0
+    try:
+        outcome = campaign.run(settings, args.deadline, log=print)
+        print(campaign.describe(outcome, total))
+    finally:
+        if args.out:
+            _print_pack(packs.pack(settings, args.out))
+    return 0
+
+
+def _print_pack(paths: list[Path]) -> None:
+    if not paths:
+        print("campaign pack: no runs to pack")
+    for path in paths:
+        print(f"campaign pack: {path} ({path.stat().st_size:,} bytes)")
+
+
+COMMANDS = {"train": cmd_train, "runs": cmd_runs, "reproduce": cmd_reproduce, "plan": cmd_plan,
+            "campaign": cmd_campaign}
 
 
 def main(argv: list[str] | None = None) -> int:

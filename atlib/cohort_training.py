@@ -33,6 +33,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from .cohort import COHORT_TERMS, CohortWRN, _is_indexed, _student_slice, _take, cohort_loss_vectors, pack, unpack
+from . import deadline
 from .config import RunConfig
 from .distributed import Dist
 from .engine import DEFAULT_RESULTS, TrainingError, _autocast, _device_name, _progress_bar, _rng_state, \
@@ -302,6 +303,7 @@ def _train_cohort(pending, store: RunStore, device, progress, restart, log, grap
     full_configs = [c.to_dict() for c in configs]
     step_key = None
     for epoch in range(start_epoch, c0.epochs):
+        epoch_start = time.perf_counter()
         lr = c0.lr_at(epoch)
         if epoch > 0 and lr != c0.lr_at(epoch - 1) and c0.reset_momentum_at_drops:
             zero_momentum(optimizer)
@@ -363,6 +365,7 @@ def _train_cohort(pending, store: RunStore, device, progress, restart, log, grap
             errors = ", ".join(f"{c.method} {t['test_error']:.2f}%" for c, t in zip(configs, tests))
             log(f"cohort of {k} epoch {epoch + 1}/{c0.epochs}: test error {errors}; "
                 f"{k * source.num_train / train_seconds:.0f} img/s in all")
+        deadline.check(f"cohort of {k} ({ids[0]}, ...)", time.perf_counter() - epoch_start, epoch + 1, c0.epochs)
 
     records = {}
     per_student = unpack(cohort)

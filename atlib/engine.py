@@ -17,6 +17,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from . import deadline
 from .config import RunConfig
 from .data import FOLDER_KINDS, ImageSet, eval_batches, folder_batches, load_dataset, load_folders, to_device, \
     train_batches
@@ -421,6 +423,7 @@ def train_steps(config: RunConfig, results: Path, progress: bool, restart: bool,
     full_config = config.to_dict()
     step_key = None
     for epoch in range(start_epoch, config.epochs):
+        epoch_start = time.perf_counter()
         lr = config.lr_at(epoch)
         if epoch > 0 and lr != config.lr_at(epoch - 1) and config.reset_momentum_at_drops:
             zero_momentum(optimizer)  # the authors rebuild the optimizer at each drop: momentum restarts at zero
@@ -463,6 +466,8 @@ def train_steps(config: RunConfig, results: Path, progress: bool, restart: bool,
         if progress:
             log(f"{run_id} epoch {epoch + 1}/{config.epochs}: train loss {row['train_loss']:.4f}, train error "
                 f"{row['train_error']:.2f}%, test error {row['test_error']:.2f}%, {row['images_per_s']:.0f} img/s")
+        if not ctx.enabled:  # (processes could disagree on the time left)
+            deadline.check(run_id, time.perf_counter() - epoch_start, epoch + 1, config.epochs)
         yield EPOCH
 
     if not ctx.is_main:
@@ -497,7 +502,8 @@ def finish_run(store: RunStore, run_id: str, config: RunConfig, state: dict, par
         "run_id": run_id, "status": "finished", "epochs": config.epochs,
         **{k: last[k] for k in ("test_error", "test_error_top5", "test_loss", "train_error", "train_loss")
            if k in last},
-        "train_seconds": sum(m["seconds"] for m in metrics),
+        "train_seconds": sum(m["seconds"] for m in metrics),  # wall time of the epochs, evaluation included
+        "images_per_s": statistics.median(m["images_per_s"] for m in metrics),  # training images/s, median epoch
         "parameters": parameters, "config": config.identity(), "environment": environment,
         "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }

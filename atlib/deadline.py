@@ -1,0 +1,49 @@
+"""Stop training at an epoch boundary before a deadline (a campaign's GPU window).
+
+    with epoch_deadline(clock() + 500):
+        train(config)          # raises DeadlineReached after the last epoch that ends before the deadline
+
+The engine and the cohort trainer call ``check`` right after an epoch's checkpoint is written, with how long that
+epoch took: when another epoch of the same length would end after the deadline, training stops there, and every
+run keeps a checkpoint of a whole epoch (resumable, nothing lost). Outside ``epoch_deadline`` ``check`` does
+nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+_deadline: float | None = None  # clock() by which the last epoch must end; None: no deadline
+clock = time.monotonic          # (tests replace it with a fake clock)
+
+
+class DeadlineReached(Exception):
+    """Training stopped at an epoch boundary because the next epoch would end after the deadline."""
+
+
+@contextlib.contextmanager
+def epoch_deadline(at: float | None):
+    """Within this block, training stops at the last epoch boundary before ``at`` (a ``clock()`` value; None: no
+    deadline)."""
+    global _deadline
+    previous, _deadline = _deadline, at
+    try:
+        yield
+    finally:
+        _deadline = previous
+
+
+def seconds_left() -> float | None:
+    return None if _deadline is None else _deadline - clock()
+
+
+def check(what: str, epoch_seconds: float, epochs_done: int, epochs: int) -> None:
+    """Raise ``DeadlineReached`` when another epoch of ``epoch_seconds`` would end after the deadline (only while
+    epochs remain: a run's last epoch is followed by its record, not by a stop)."""
+    if _deadline is None or epochs_done >= epochs:
+        return
+    left = seconds_left()
+    if epoch_seconds > left:
+        raise DeadlineReached(f"{what}: stopped after epoch {epochs_done}/{epochs} (next epoch needs about "
+                              f"{epoch_seconds:.0f} s, {max(left, 0):.0f} s left)")
