@@ -8,7 +8,7 @@ export ATLIB_DATA ?= $(if $(wildcard $(SHARED_DATA)/cifar-10-batches-py),$(SHARE
 
 .PHONY: setup test reproduce clean-venv
 
-PROFILE ?= quick
+PROFILE ?= one-seed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

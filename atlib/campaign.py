@@ -128,7 +128,7 @@ class Group:
 def groups(settings: Settings) -> list[Group]:
     """What is left to train, in training order: the headline runs alone, then each stage's teachers and students
     grouped by ``experiments.schedule`` (a cohort's members must stand at one epoch: it resumes only as a whole)."""
-    store = RunStore(settings.root)
+    store = RunStore(settings.store_root)
     left = [j for j in jobs(settings) if store.status(j.run_id) != "finished"]
     # their teacher, then the headline runs, alone
     first = [teacher_config(key, settings) for key in STAGES[0].teachers] + [j.config for j in headline_jobs(settings)]
@@ -174,7 +174,7 @@ def train_group(group: Group, settings: Settings, log: Callable[[str], None]) ->
     from .concurrent import train_concurrently
     from .engine import train
     configs = [j.config for j in group.jobs]
-    common = dict(results=settings.root, progress=settings.progress, log=log)
+    common = dict(results=settings.store_root, progress=settings.progress, log=log)
     if group.kind == "single":
         return [train(configs[0], **common)]
     if group.kind == "cohort":
@@ -195,7 +195,7 @@ def run(settings: Settings, seconds: float, log: Callable[[str], None] = print) 
     if not seconds > 0:
         raise ValueError(f"deadline must be a positive number of seconds, got {seconds!r}")
     end = deadline.clock() + seconds
-    store = RunStore(settings.root)
+    store = RunStore(settings.store_root)
     todo = groups(settings)
     finished: list[tuple[str, float]] = []
     stopped = "nothing left to train"
@@ -230,10 +230,10 @@ def _last_epoch_seconds(store: RunStore, run_id: str) -> float:
 
 def status(settings: Settings) -> Outcome:
     """Where every run of the suite stands (finished ones with their test error)."""
-    store = RunStore(settings.root)
+    store = RunStore(settings.store_root)
     finished = [(j.run_id, store.read_record(j.run_id)["test_error"]) for j in jobs(settings)
                 if store.status(j.run_id) == "finished"]
-    return _outcome(settings, store, finished, f"status of profile {settings.profile!r} in {settings.root}")
+    return _outcome(settings, store, finished, f"status of profile {settings.profile!r} in {settings.store_root}")
 
 
 def _outcome(settings: Settings, store: RunStore, finished, stopped: str) -> Outcome:

@@ -37,6 +37,15 @@ def _groups(text: str) -> list[int]:
     return groups
 
 
+def _number(text: str) -> int | float:
+    """'2' -> 2, '2.5' -> 2.5: an integral exponent stays an int, as in the experiment grids (same run id)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
+    return int(value) if value.is_integer() else value
+
+
 def _epochs(text: str) -> list[int]:
     try:
         return [int(e) for e in text.split(",") if e.strip()]
@@ -56,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, default=200)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--beta", type=float, help="weight of the method's transfer term (AT default 1000)")
-    t.add_argument("--p", type=float, help="attention exponent p (AT default 2)")
+    t.add_argument("--p", type=_number, help="attention exponent p (AT default 2)")
     t.add_argument("--kind", help="attention function: sum or max (AT default sum)")
     t.add_argument("--groups", type=_groups, help="transfer at these groups only, numbered from 1, e.g. 2 or 1,3")
     t.add_argument("--at-form", dest="form", help="AT convention: code (default, authors' code) or paper (Eq. 2)")
@@ -92,14 +101,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="on a GPU, run the step eagerly instead of capturing it as a CUDA graph")
 
     rp = sub.add_parser("reproduce", help="run the notebook sequence with papermill for a profile")
-    rp.add_argument("--profile", default="quick", help="quick (default), one-seed, paper, or a YAML file")
+    rp.add_argument("--profile", default="one-seed", help="one-seed (default: on a CPU, the tables from the stored "
+                    "runs; on a GPU, trains what is missing), paper, smoke (the 2-epoch end-to-end test), or a YAML "
+                    "file")
     rp.add_argument("--only", nargs="+", help="run only the notebooks whose names start with these, e.g. 03 07")
     rp.add_argument("--device", help="override the profile's device")
     rp.add_argument("--data-root", help="override the profile's data root")
     rp.add_argument("--results", dest="results_dir", help="override the profile's results directory")
+    rp.add_argument("--train", choices=["auto", "yes", "no"], help="override the profile's train setting: yes "
+                    "trains missing runs even on a CPU (200 epochs each under the authors' protocol)")
 
     pl = sub.add_parser("plan", help="list the groups a profile's CIFAR-10 suite trains and estimate GPU time")
-    pl.add_argument("--profile", default="paper", help="quick, one-seed, paper (default), or a YAML file")
+    pl.add_argument("--profile", default="paper", help="smoke, one-seed, paper (default), or a YAML file")
     pl.add_argument("--rates", nargs="+", help="benchmark JSON files with measured throughput per group shape "
                     "(benchmarks/throughput.py --plan PROFILE --json FILE); later files win")
     pl.add_argument("--cohort", type=int, default=16, help="largest cohort (default 16, as on a GPU)")
@@ -144,6 +157,54 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         freeze_bn=args.freeze_bn, freeze_groups=args.freeze_groups, workers=args.workers)
 
 
+# RunConfig field -> the `atlib train` flag that sets it (fields without one cannot be written as a command)
+FIELD_FLAGS = {"teacher": "--teacher", "teacher_arch": "--teacher-arch", "epochs": "--epochs", "seed": "--seed",
+               "lr": "--lr", "lr_decay": "--lr-decay", "lr_milestones": "--milestones", "batch_size": "--batch-size",
+               "eval_batch_size": "--eval-batch-size", "weight_decay": "--weight-decay", "augment": "--augment",
+               "precision": "--precision", "train_subset": "--train-subset", "test_subset": "--test-subset",
+               "dataset": "--dataset", "image_size": "--image-size", "pretrained": "--pretrained",
+               "freeze_bn": "--freeze-bn", "freeze_groups": "--freeze-groups"}
+# method option -> flag (see methods.method_terms)
+OPTION_FLAGS = {"beta": "--beta", "p": "--p", "kind": "--kind", "groups": "--groups", "form": "--at-form",
+                "T": "--T", "alpha": "--alpha", "start_epoch": "--start-epoch"}
+
+
+def train_command(config: RunConfig, results: str | Path) -> str | None:
+    """The ``python -m atlib train`` command line that trains exactly ``config`` into ``results`` (the same run
+    id), or None where a field has no flag. Only what differs from the command's defaults is written."""
+    from .methods import _OPTION_TERMS
+    default = config_from_args(build_parser().parse_args(["train", "--student", config.student, "--method",
+                                                          config.method]))
+    words = ["python", "-m", "atlib", "train", "--student", config.student]
+    if config.method != "student":
+        words += ["--method", config.method]
+    mine, theirs = config.identity(), default.identity()
+    for name in sorted(mine):
+        if name in ("student", "method", "terms") or mine[name] == theirs[name]:
+            continue
+        if name not in FIELD_FLAGS:
+            return None
+        value = mine[name]
+        if isinstance(value, bool):
+            if not value:  # the flags only switch on
+                return None
+            words.append(FIELD_FLAGS[name])
+        elif isinstance(value, (list, tuple)):
+            words += [FIELD_FLAGS[name], ",".join(map(str, value))]
+        else:
+            words += [FIELD_FLAGS[name], str(value)]
+    for option, flag in OPTION_FLAGS.items():
+        term = next((t for t in _OPTION_TERMS[option] if t in config.terms), None)
+        if term is None:
+            continue
+        value, base = config.terms[term].get(option), default.terms.get(term, {}).get(option)
+        if value is not None and value != base:
+            words += [flag, ",".join(str(g + 1) for g in value) if option == "groups" else str(value)]
+    if set(config.terms) != set(default.terms):
+        return None
+    return " ".join(words + ["--results", str(results)])
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if args.teacher is None and config.needs_teacher:
@@ -169,8 +230,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from .pipeline import run_sequence
+    train = {"auto": "auto", "yes": True, "no": False, None: None}[args.train]
     run_sequence(args.profile, overrides={"device": args.device, "data_root": args.data_root,
-                                          "results_dir": args.results_dir}, only=args.only)
+                                          "results_dir": args.results_dir, "train": train}, only=args.only)
     return 0
 
 
@@ -226,7 +288,7 @@ def cmd_campaign(args: argparse.Namespace) -> int:
         raise ConfigError(f"campaign needs --deadline SECONDS > 0, got {args.deadline}")
     if not campaign.groups(settings):
         print(f"campaign: nothing left to train: all {total} runs of profile {settings.profile!r} are finished "
-              f"in {settings.root}")
+              f"in {settings.store_root}")
         return 0
     try:
         outcome = campaign.run(settings, args.deadline, log=print)

@@ -224,7 +224,7 @@ def teacher_cells() -> list[Cell]:
 class Settings:
     """How much to train. Built from notebook parameters; ``profiles/*.yaml`` hold the named profiles."""
 
-    profile: str = "quick"
+    profile: str = "smoke"
     dataset: str = "sample"
     epochs: int | None = None     # None: each protocol's own length (200 CIFAR, 40 fine-tuning, 100 ImageNet)
     batch_size: int | None = None  # None: each protocol's own (128 CIFAR, 64 fine-tuning, 256 ImageNet)
@@ -245,18 +245,38 @@ class Settings:
     cohort: int | None = None         # most runs trained together as one grouped network; None: 16 on CUDA, else 1
     share_batches: bool = False       # cohorts of one seed draw each batch once and run each teacher once per batch
     concurrent: int = 1               # GPU: single runs of one shape (seeds) trained at once on their own CUDA streams
+    share_runs_with: str | None = None  # keep runs in results_dir/<this profile>/runs (identical configurations are
+                                        # identical runs: `paper` reuses `one-seed`'s seed 0); None: its own
+    train: bool | str = "auto"        # train missing runs? "auto": on a GPU, or when the settings are a cheap departure
+                                      # from the protocol (never 200-epoch runs on a CPU); False: report only
 
     def __post_init__(self):
+        if self.train not in (True, False, "auto"):
+            raise ValueError(f"train must be true, false or \"auto\", got train={self.train!r}")
         self.seeds = [int(s) for s in self.seeds]
         if not self.seeds:
             raise ValueError("seeds must list at least one seed")
-        if not self.profile or "/" in self.profile:
-            raise ValueError(f"profile must be a plain name, got {self.profile!r}")
+        for name in ("profile", "share_runs_with"):
+            value = getattr(self, name)
+            if (name == "profile" or value is not None) and (not value or "/" in value or value in (".", "..")):
+                raise ValueError(f"{name} must be a plain name, got {name}={value!r}")
 
     @property
     def root(self) -> Path:
-        """``<results_dir>/<profile>``: runs, tables, figures, notebooks and REPORT.md of this profile."""
+        """``<results_dir>/<profile>``: tables, figures, notebooks and REPORT.md of this profile."""
         return Path(self.results_dir) / self.profile
+
+    @property
+    def store_root(self) -> Path:
+        """The results store of this profile's runs (``<store_root>/runs/<run id>``): its own root, or that of the
+        profile it shares runs with."""
+        return Path(self.results_dir) / (self.share_runs_with or self.profile)
+
+    def trains_missing(self) -> bool:
+        """Whether ``run_cells`` trains runs that are not in the store (see ``train``)."""
+        if self.train != "auto":
+            return bool(self.train)
+        return not self.follows_protocol or _on_gpu(self)
 
     @property
     def follows_protocol(self) -> bool:
@@ -463,16 +483,20 @@ def is_cohort(group: list[RunConfig]) -> bool:
     return len(group) > 1 and not isinstance(group, ConcurrentSet)
 
 
-def run_cells(cells: Iterable[Cell], settings: Settings, log: Callable[[str], None] = print) -> list[dict]:
+def run_cells(cells: Iterable[Cell], settings: Settings, log: Callable[[str], None] = print) -> list[dict | None]:
     """Train every cell at every seed (teachers first), skipping finished runs and resuming interrupted ones.
     On a GPU, runs of one WRN architecture are trained in cohorts (``Settings.cohort``) and other runs of one
     shape (a cell's seeds) at once on their own CUDA streams (``Settings.concurrent``). Returns the records in cell
-    order."""
+    order. Where ``settings.trains_missing()`` is false (the authors' protocol on a CPU, or ``train: false``),
+    nothing is trained: the records of finished runs are returned, None for the others, and the log says how many
+    are missing (the report says how to train each)."""
     from .cohort_training import train_cohort  # imported here: experiments stay importable without the engine
     from .concurrent import train_concurrently
     from .engine import train
 
     cells = [c for c in cells if data_available(c, settings)]
+    if not settings.trains_missing():
+        return _stored_records(cells, settings, log)
     teachers, students = suite_jobs(cells, settings)
     size, concurrent = cohort_size(settings), concurrent_size(settings)
     records = {}
@@ -484,11 +508,11 @@ def run_cells(cells: Iterable[Cell], settings: Settings, log: Callable[[str], No
             label = ids[0] if len(ids) == 1 else f"{kind} of {len(ids)}: {ids[0]}, ..."
             log(f"[{done + 1}-{done + len(ids)}/{total}] {label}")
             if len(group) == 1:
-                found = [train(group[0], results=settings.root, progress=settings.progress, log=None)]
+                found = [train(group[0], results=settings.store_root, progress=settings.progress, log=None)]
             elif not is_cohort(group):
-                found = train_concurrently(group, results=settings.root, progress=settings.progress, log=None)
+                found = train_concurrently(group, results=settings.store_root, progress=settings.progress, log=None)
             else:
-                found = train_cohort(group, results=settings.root, progress=settings.progress, log=None,
+                found = train_cohort(group, results=settings.store_root, progress=settings.progress, log=None,
                                      shared_batches=settings.share_batches)
             for run_id, record in zip(ids, found):
                 records[run_id] = record
@@ -497,3 +521,15 @@ def run_cells(cells: Iterable[Cell], settings: Settings, log: Callable[[str], No
     return [records[run_id_for(cell, settings, seed)] for cell in cells for seed in settings.seeds]
 
 
+
+
+def _stored_records(cells: list[Cell], settings: Settings, log: Callable[[str], None]) -> list[dict | None]:
+    from .store import RunStore
+    store = RunStore(settings.store_root)
+    ids = [run_id_for(cell, settings, seed) for cell in cells for seed in settings.seeds]
+    records = [store.read_record(i) if store.status(i) == "finished" else None for i in ids]
+    missing = sum(r is None for r in records)
+    if missing:
+        log(f"{missing} of {len(records)} runs not trained yet: not training them here (train: {settings.train!r}, "
+            f"device {settings.device!r}, the authors' 200-epoch protocol); the report says how to train each")
+    return records

@@ -64,7 +64,7 @@ def kept_weights(settings) -> set[str]:
 def pack(settings, out_dir: str | os.PathLike, part_bytes: int = PART_BYTES) -> list[Path]:
     """Write the profile's runs as pack parts into ``out_dir``; returns their paths (none if the store is empty)."""
     from .campaign import progress_of
-    store = RunStore(settings.root)
+    store = RunStore(settings.store_root)
     keep = kept_weights(settings)
     files: dict[str, Path] = {}
     runs: dict[str, dict] = {}
@@ -82,6 +82,7 @@ def pack(settings, out_dir: str | os.PathLike, part_bytes: int = PART_BYTES) -> 
     if not runs:
         return []
     manifest = {"format": PACK_FORMAT, "version": PACK_VERSION, "profile": settings.profile,
+                "store": settings.store_root.name,
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "runs": runs,
                 "files": {name: {"bytes": path.stat().st_size, "sha256": _sha256(path.read_bytes())}
                           for name, path in files.items()}}
@@ -203,21 +204,22 @@ def _manifest(raw: bytes, where: str) -> dict:
     if manifest.get("version") != PACK_VERSION:
         raise PackError(f"{where}: pack version {manifest.get('version')!r} is not supported (expected "
                         f"{PACK_VERSION})")
-    if not isinstance(manifest.get("profile"), str) or not re.fullmatch(r"[A-Za-z0-9._-]+", manifest["profile"]) \
+    names = [manifest.get("profile"), manifest.setdefault("store", manifest.get("profile"))]
+    if not all(isinstance(n, str) and re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", n) for n in names) \
             or not isinstance(manifest.get("files"), dict) or not isinstance(manifest.get("runs"), dict) \
             or not all(isinstance(v, dict) for v in manifest["files"].values()):
-        raise PackError(f"{where}: malformed manifest (profile, run or file list)")
+        raise PackError(f"{where}: malformed manifest (profile, store, run or file list)")
     return manifest
 
 
 def import_pack(paths: list[str | os.PathLike], results_dir: str | os.PathLike = "results",
                 profile: str | None = None) -> tuple[str, Imported]:
-    """Import a pack into ``<results_dir>/<its profile>``; returns (profile, what was added and kept). Raises
-    ``PackError`` (nothing written) for a bad pack."""
+    """Import a pack into ``<results_dir>/<its store>`` (its profile's, or the one that profile shares runs with);
+    returns (that store's name, what was added and kept). Raises ``PackError`` (nothing written) for a bad pack."""
     manifest, contents = read_pack(paths)
     if profile is not None and manifest["profile"] != profile:
         raise PackError(f"the pack holds profile {manifest['profile']!r}, not {profile!r}; nothing imported")
-    store = RunStore(Path(results_dir) / manifest["profile"])
+    store = RunStore(Path(results_dir) / manifest["store"])
     by_run: dict[str, dict[str, bytes]] = {}
     for name, body in contents.items():
         run_id, file = _MEMBER.match(name).groups()
@@ -235,7 +237,7 @@ def import_pack(paths: list[str | os.PathLike], results_dir: str | os.PathLike =
     for run_id, files in plan:
         _write_run(store, run_id, files)
         added.append(run_id)
-    return manifest["profile"], Imported(added, kept)
+    return manifest["store"], Imported(added, kept)
 
 
 def _decide(store: RunStore, run_id: str, files: dict[str, bytes], listed: dict) -> str | None:

@@ -1,4 +1,4 @@
-"""Runs the notebook sequence with papermill: ``python -m atlib reproduce --profile quick`` (``make reproduce``).
+"""Runs the notebook sequence with papermill: ``python -m atlib reproduce --profile one-seed`` (``make reproduce``).
 
 Each notebook is executed with the profile's parameters into ``results/<profile>/notebooks/``. Unknown parameters
 (a profile key that a notebook does not declare in its ``parameters`` cell) are reported before anything runs.
@@ -40,7 +40,7 @@ class ParameterError(PipelineError, ValueError):
 
 
 def profile_path(profile: str) -> Path:
-    """``quick`` -> ``profiles/quick.yaml``; a path to a YAML file is used as it is."""
+    """``smoke`` -> ``profiles/smoke.yaml``; a path to a YAML file is used as it is."""
     path = Path(profile)
     if path.suffix in (".yaml", ".yml") and path.is_file():
         return path
@@ -78,7 +78,7 @@ def run_notebook(notebook: Path, output: Path, parameters: dict[str, Any], progr
     return output
 
 
-def run_sequence(profile: str = "quick", overrides: dict[str, Any] | None = None, only: list[str] | None = None,
+def run_sequence(profile: str = "one-seed", overrides: dict[str, Any] | None = None, only: list[str] | None = None,
                  progress: bool = True, log: Callable[[str], None] = print) -> Path:
     """Run every notebook (or those whose names start with one of ``only``) with the profile's parameters.
     Returns ``results/<profile>``."""

@@ -143,6 +143,43 @@ def estimate(rows: list[dict], rates: dict[str, float]) -> list[dict]:
     return out
 
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# The rates measured so far (one NVIDIA H200, results/benchmarks/h200-2026-11-26; later files win: the last one was
+# measured with the engine's current defaults, NHWC)
+MEASURED_RATE_FILES = [REPO_ROOT / "results" / "benchmarks" / "h200-2026-11-26" / name
+                       for name in ("1-main-and-plan.json", "2-single-runs.json", "3-channels-last.json")]
+MEASURED_ON = "an H200"
+
+
+def measured_rates() -> dict[str, float]:
+    rates: dict[str, float] = {}
+    for path in MEASURED_RATE_FILES:
+        if path.is_file():
+            rates.update(load_rates(path))
+    return rates
+
+
+def run_seconds(config: RunConfig, rates: dict[str, float]) -> tuple[float | None, bool]:
+    """GPU seconds of one run trained alone: (seconds or None if nothing comparable was measured, approximate).
+    Not measured as such: the mean rate of single runs of the same student and teacher with other methods, else
+    the aggregate rate of a cohort of them (smaller than one run alone for the networks measured so far)."""
+    shape = group_shape([config], False)
+    rate, approximate = rates.get(shape_key(shape)), False
+    if rate is None:
+        alike = [(json.loads(k), r) for k, r in rates.items()]
+        alike = [(s, r) for s, r in alike if s["student"] == shape["student"] and s["teacher"] == shape["teacher"]
+                 and s["precision"] == shape["precision"] and not s.get("concurrent")]
+        singles = [r for s, r in alike if s["k"] == 1]
+        cohorts = [r for s, r in alike if s["k"] > 1]
+        pool = singles or cohorts
+        rate, approximate = (sum(pool) / len(pool), True) if pool else (None, False)
+    if rate is None:
+        return None, False
+    n = config.train_subset or TRAIN_IMAGES.get(config.dataset, 50_000)
+    test = config.test_subset or TEST_IMAGES.get(config.dataset, 10_000)
+    return config.epochs * (n + test / 3) / rate + config.epochs * EPOCH_OVERHEAD_S, approximate
+
+
 def format_plan(rows: list[dict]) -> str:
     lines = [f"{'phase':<9} {'group':<72} {'runs':>4} {'Mimages':>8} {'img/s':>9} {'minutes':>8}"]
     for r in rows:

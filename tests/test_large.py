@@ -190,13 +190,13 @@ def test_table4_and_table5_notebooks_on_tiny_folders(tiny_cub, tiny_folder, weig
     overrides = {"epochs": 2, "batch_size": 6, "image_size": 64, "cub_root": str(tiny_cub),
                  "scenes_root": str(tiny_folder), "imagenet_root": str(imagenet), "weights_dir": str(weights_dir),
                  "results_dir": str(tmp_path)}
-    run_sequence("quick", overrides=overrides, only=["07", "08"], progress=False, log=lambda _m: None)
-    root = tmp_path / "quick"
+    run_sequence("smoke", overrides=overrides, only=["07", "08"], progress=False, log=lambda _m: None)
+    root = tmp_path / "smoke"
     for table, grid in experiments.LARGE_TABLES.items():
         summary = pd.read_csv(root / "tables" / f"{table}.csv")
         assert list(zip(summary["row"], summary["column"])) == [(c.row, c.column) for c in grid()]
         assert summary["ours_median"].between(0, 100).all(), table
-    settings = experiments.Settings(**{**overrides, "profile": "quick", "dataset": "sample"})
+    settings = experiments.Settings(**{**overrides, "profile": "smoke", "dataset": "sample"})
     figures = report.large_image_figures(settings)
     assert set(figures) == {"Figure 7a: ImageNet top-5 error vs epoch", "Figure 6 style: top-level attention on CUB",
                             "Figure 6 style: top-level attention on Scenes"}

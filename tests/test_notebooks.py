@@ -1,5 +1,6 @@
-"""Notebooks: clean in git, one parameters cell in step with the quick profile, bad parameters reported, failures
-stop the sequence with one line; and (slow) the whole quick sequence through papermill."""
+"""Notebooks: clean in git, one parameters cell in step with the one-seed profile, bad parameters reported, failures
+stop the sequence with one line; the main job (the one-seed report from the committed runs, training nothing on a
+CPU); and (slow) the whole smoke sequence through papermill."""
 
 import math
 import os
@@ -30,21 +31,21 @@ def test_notebook_is_clean_with_one_parameters_cell(name):
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_parameter_defaults_are_the_quick_profile(name):
-    quick = yaml.safe_load((PROFILE_DIR / "quick.yaml").read_text())
+def test_parameter_defaults_are_the_one_seed_profile(name):
+    one_seed = yaml.safe_load((PROFILE_DIR / "one-seed.yaml").read_text())
     declared = notebook_parameters(NOTEBOOK_DIR / name)
-    assert set(declared) == set(quick)
-    for key, value in quick.items():
+    assert set(declared) == set(one_seed)
+    for key, value in one_seed.items():
         assert eval(declared[key]) == value, key  # papermill reports defaults as source text
 
 
 def test_profiles_cover_every_parameter():
-    quick = set(yaml.safe_load((PROFILE_DIR / "quick.yaml").read_text()))
-    for name in ("one-seed", "paper"):
+    keys = set(yaml.safe_load((PROFILE_DIR / "one-seed.yaml").read_text()))
+    for name in ("smoke", "one-seed", "paper"):
         profile = yaml.safe_load((PROFILE_DIR / f"{name}.yaml").read_text())
-        assert set(profile) == quick
+        assert set(profile) == keys
         settings = experiments.Settings(**{k: v for k, v in profile.items()})
-        assert settings.follows_protocol, name
+        assert settings.follows_protocol == (name != "smoke"), name
     assert yaml.safe_load((PROFILE_DIR / "paper.yaml").read_text())["seeds"] == [0, 1, 2, 3, 4]
 
 
@@ -52,12 +53,12 @@ def test_unknown_parameter_is_reported_before_running(tmp_path):
     with pytest.raises(ParameterError, match=r"does not declare parameter\(s\) \['learning_rate'\]"):
         check_parameters(NOTEBOOK_DIR / NOTEBOOKS[0], {"epochs": 1, "learning_rate": 0.1})
     profile = tmp_path / "bad.yaml"
-    profile.write_text(yaml.safe_dump({**yaml.safe_load((PROFILE_DIR / "quick.yaml").read_text()),
+    profile.write_text(yaml.safe_dump({**yaml.safe_load((PROFILE_DIR / "smoke.yaml").read_text()),
                                        "learning_rate": 0.1, "results_dir": str(tmp_path)}))
     proc = subprocess.run([sys.executable, "-m", "atlib", "reproduce", "--profile", str(profile)], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "learning_rate" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "quick").exists()  # nothing ran
+    assert not (tmp_path / "smoke").exists()  # nothing ran
     with pytest.raises(ParameterError, match="'no-such-profile'"):
         run_sequence("no-such-profile")
 
@@ -65,13 +66,13 @@ def test_unknown_parameter_is_reported_before_running(tmp_path):
 def test_failing_notebook_stops_the_sequence_with_one_line(tmp_path):
     messages = []
     with pytest.raises(PipelineError) as info:
-        run_sequence("quick", overrides={"device": "tpu", "results_dir": str(tmp_path)}, progress=False,
+        run_sequence("smoke", overrides={"device": "tpu", "results_dir": str(tmp_path)}, progress=False,
                      log=messages.append)
     message = str(info.value)
-    executed = tmp_path / "quick" / "notebooks" / "01-tutorial.ipynb"
+    executed = tmp_path / "smoke" / "notebooks" / "01-tutorial.ipynb"
     assert "01-tutorial.ipynb failed" in message and "'tpu'" in message and str(executed) in message
     assert "\n" not in message and executed.exists()
-    assert not (tmp_path / "quick" / "notebooks" / "02-teachers.ipynb").exists()
+    assert not (tmp_path / "smoke" / "notebooks" / "02-teachers.ipynb").exists()
 
 
 def _valid_png(path: Path) -> bool:
@@ -87,12 +88,12 @@ def _valid_png(path: Path) -> bool:
 
 
 @pytest.mark.slow
-def test_quick_sequence_end_to_end(tmp_path):
+def test_smoke_sequence_end_to_end(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([sys.executable, "-m", "atlib", "reproduce", "--profile", "quick", "--results",
+    proc = subprocess.run([sys.executable, "-m", "atlib", "reproduce", "--profile", "smoke", "--results",
                            str(tmp_path)], cwd=REPO, capture_output=True, text=True, env=env, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    root = tmp_path / "quick"
+    root = tmp_path / "smoke"
     for name in NOTEBOOKS:
         assert (root / "notebooks" / name).exists()
         assert f"{name} done" in proc.stdout
@@ -126,8 +127,51 @@ def test_quick_sequence_end_to_end(tmp_path):
 
     # re-running continues: every run is finished, nothing is retrained
     before = {p: p.stat().st_mtime for p in (root / "runs").glob("*/metrics.jsonl")}
-    again = subprocess.run([sys.executable, "-m", "atlib", "reproduce", "--profile", "quick", "--results",
+    again = subprocess.run([sys.executable, "-m", "atlib", "reproduce", "--profile", "smoke", "--results",
                             str(tmp_path), "--only", "05"], cwd=REPO, capture_output=True, text=True, env=env,
                            timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
     assert before == {p: p.stat().st_mtime for p in (root / "runs").glob("*/metrics.jsonl")}
+
+
+def test_main_job_builds_the_report_from_the_committed_runs(tmp_path):
+    """`make reproduce` with no arguments on a CPU: the one-seed tables, figures and REPORT.md from the runs
+    committed in results/one-seed, training nothing; every cell without a run says so, with its command and GPU
+    estimate; every finished run's provenance is shown."""
+    import shutil
+
+    from atlib.store import RunStore
+    shutil.copytree(REPO / "results" / "one-seed" / "runs", tmp_path / "one-seed" / "runs")
+    before = {p: p.read_bytes() for p in (tmp_path / "one-seed" / "runs").rglob("*") if p.is_file()}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run([sys.executable, "-m", "atlib", "reproduce", "--results", str(tmp_path)], cwd=REPO,
+                          capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    root = tmp_path / "one-seed"
+    assert before == {p: p.read_bytes() for p in (root / "runs").rglob("*") if p.is_file()}  # nothing trained
+    settings = experiments.settings_from_profile("one-seed", results_dir=str(tmp_path))
+    store = RunStore(settings.store_root)
+    report = (root / "REPORT.md").read_text()
+    assert report.splitlines()[0].startswith("Profile `one-seed`: the authors' protocol")
+    finished = 0
+    for name, grid in experiments.TABLES.items():
+        summary = pd.read_csv(root / "tables" / f"{name}.csv", keep_default_na=False)
+        table_md = (root / "tables" / f"{name}.md").read_text()
+        for cell, r in zip(grid(), summary.itertuples()):
+            run_id = experiments.run_id_for(cell, settings, 0)
+            if store.status(run_id) == "finished":
+                finished += 1
+                assert float(r.ours_median) == store.read_record(run_id)["test_error"]
+                assert f"`{run_id}`" in report  # its provenance row
+            else:
+                assert r.status in ("not run yet", "in progress") or r.status.startswith("in progress")
+                assert "python -m atlib train --student " + cell.student in table_md
+                assert "GPU-min" in table_md
+        assert table_md.strip() in report
+    assert finished >= 2  # the committed WRN-16-2 teacher: Table 1's teacher cell and the WRN-16-2 student cell
+    teacher = store.read_record(experiments.teacher_config("wrn-16-2", settings).run_id())
+    assert teacher["environment"]["device_name"] in report
+    assert "## The paper's claims" in report and "## Where each run was trained" in report
+    assert (root / "figures" / "fig4_attention_functions.png").exists()
+    for caption in ("Figure 7b", "Figure 6 style"):
+        assert f"### {caption}" in report  # drawn, or "not built yet" until its runs are trained
