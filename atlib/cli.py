@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from .config import ConfigError, RunConfig
@@ -290,12 +291,13 @@ def cmd_campaign(args: argparse.Namespace) -> int:
         print(f"campaign: nothing left to train: all {total} runs of profile {settings.profile!r} are finished "
               f"in {settings.store_root}")
         return 0
+    started = time.time()
     try:
         outcome = campaign.run(settings, args.deadline, log=print)
         print(campaign.describe(outcome, total))
     finally:
-        if args.out:
-            _print_pack(packs.pack(settings, args.out))
+        if args.out:  # what this call changed (the rest is in the checkout already)
+            _print_pack(packs.pack(settings, args.out, since=started))
     return 0
 
 

@@ -513,9 +513,12 @@ def finish_run(store: RunStore, run_id: str, config: RunConfig, state: dict, par
     return record
 
 
+CODE_PATHS = ("atlib", "profiles", "scripts", "pyproject.toml")  # what makes a run (not results or reports)
+
+
 def code_commit() -> str:
     """The commit that made a run: ``ATLIB_COMMIT`` (set where the tree travels without ``.git``), else git's HEAD
-    (with ``+dirty`` when tracked files differ from it), else ``"unknown"``."""
+    (with ``+dirty`` when the code, ``CODE_PATHS``, differs from it), else ``"unknown"``."""
     if os.environ.get("ATLIB_COMMIT"):
         return os.environ["ATLIB_COMMIT"]
     root = Path(__file__).resolve().parent.parent
@@ -524,8 +527,8 @@ def code_commit() -> str:
                               timeout=10)
         if head.returncode != 0:
             return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS],
+                               cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
         return head.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"

@@ -7,9 +7,9 @@ A pack is one tar stream (a manifest first, then run files), split into parts of
 call brings back files of at most 16 MiB): ``<profile>-pack.tar.<i>-of-<n>``. It holds, per run of the profile's
 store:
 
-- finished runs: ``config.json``, ``metrics.jsonl``, ``record.json``, and ``weights.pt`` only where a later run or a
-  figure needs it (``kept_weights``: the teachers, and the student and AT runs of Figure 6), to keep the repository
-  lean;
+- finished runs: ``config.json``, ``metrics.jsonl.gz`` (the metrics gzip-compressed, about 16x smaller),
+  ``record.json``, and ``weights.pt`` only where a later run or a figure needs it (``kept_weights``: the teachers,
+  and the student and AT runs of Figure 6), to keep the repository lean;
 - unfinished runs: ``config.json``, ``metrics.jsonl``, ``checkpoint.pt`` (to commit and resume in the next window).
 
 Import checks everything before it writes anything: the parts are complete, the manifest is ours, every member is a
@@ -31,14 +31,14 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .store import (CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, RECORD_FILE, WEIGHTS_FILE, RunStore,
-                    atomic_write_bytes, config_hash)
+from .store import (CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, METRICS_GZ_FILE, RECORD_FILE, WEIGHTS_FILE,
+                    RunStore, atomic_write_bytes, config_hash, gzip_metrics)
 
 PACK_FORMAT = "atlib-campaign-pack"
 PACK_VERSION = 1
 MANIFEST = "atlib-pack.json"
 PART_BYTES = 15 * 2**20  # under the device tool's 16 MiB per returned file
-RUN_FILES = {"finished": (CONFIG_FILE, METRICS_FILE, RECORD_FILE, WEIGHTS_FILE),
+RUN_FILES = {"finished": (CONFIG_FILE, METRICS_GZ_FILE, RECORD_FILE, WEIGHTS_FILE),
              "in progress": (CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE)}
 _MEMBER = re.compile(r"^runs/([A-Za-z0-9._-]+)/(" + "|".join(re.escape(f) for f in
                                                               {f for fs in RUN_FILES.values() for f in fs}) + r")$")
@@ -61,36 +61,43 @@ def kept_weights(settings) -> set[str]:
 
 
 # -- pack ------------------------------------------------------------------------------------------------------------
-def pack(settings, out_dir: str | os.PathLike, part_bytes: int = PART_BYTES) -> list[Path]:
-    """Write the profile's runs as pack parts into ``out_dir``; returns their paths (none if the store is empty)."""
+def pack(settings, out_dir: str | os.PathLike, part_bytes: int = PART_BYTES,
+         since: float | None = None) -> list[Path]:
+    """Write the profile's runs as pack parts into ``out_dir``; returns their paths (none if nothing to pack).
+    ``since`` (a ``time.time()``): only the runs with a file written since then (what a campaign call changed)."""
     from .campaign import progress_of
     store = RunStore(settings.store_root)
     keep = kept_weights(settings)
-    files: dict[str, Path] = {}
+    files: dict[str, bytes] = {}
     runs: dict[str, dict] = {}
     for run in store.list_runs():
         run_id = run["run_id"]
         status, epochs = progress_of(store, run_id)
         if status == "not started":
             continue
-        names = [n for n in RUN_FILES[status] if n != WEIGHTS_FILE or run_id in keep]
-        for name in names:
-            path = store.run_dir(run_id) / name
-            if path.is_file():
-                files[f"runs/{run_id}/{name}"] = path
+        if since is not None and all(p.stat().st_mtime < since for p in store.run_dir(run_id).iterdir()
+                                     if p.is_file()):
+            continue
+        directory = store.run_dir(run_id)
+        for name in RUN_FILES[status]:
+            if name == WEIGHTS_FILE and run_id not in keep:
+                continue
+            if name == METRICS_GZ_FILE and (directory / METRICS_FILE).is_file():
+                files[f"runs/{run_id}/{name}"] = gzip_metrics((directory / METRICS_FILE).read_bytes())
+            elif (directory / name).is_file():
+                files[f"runs/{run_id}/{name}"] = (directory / name).read_bytes()
         runs[run_id] = {"status": status, "epochs": epochs}
     if not runs:
         return []
     manifest = {"format": PACK_FORMAT, "version": PACK_VERSION, "profile": settings.profile,
                 "store": settings.store_root.name,
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "runs": runs,
-                "files": {name: {"bytes": path.stat().st_size, "sha256": _sha256(path.read_bytes())}
-                          for name, path in files.items()}}
+                "files": {name: {"bytes": len(data), "sha256": _sha256(data)} for name, data in files.items()}}
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
         _add_bytes(tar, MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
-        for name, path in files.items():
-            _add_bytes(tar, name, path.read_bytes())
+        for name, data in files.items():
+            _add_bytes(tar, name, data)
     data = buffer.getvalue()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -266,11 +273,12 @@ def _write_run(store: RunStore, run_id: str, files: dict[str, bytes]) -> None:
     """Write in an order that leaves a consistent run if interrupted: metrics before the checkpoint (a resumed run
     cuts metrics back to its checkpoint), the record (which marks a run finished) last."""
     directory = store.run_dir(run_id)
-    for name in (CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE, CHECKPOINT_FILE, RECORD_FILE):
+    for name in (CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE, METRICS_GZ_FILE, CHECKPOINT_FILE, RECORD_FILE):
         if name in files:
             atomic_write_bytes(directory / name, files[name])
-    if RECORD_FILE in files:
+    if RECORD_FILE in files:  # finished: its compressed metrics replace the plain ones of its unfinished state
         store.delete_checkpoint(run_id)
+        (directory / METRICS_FILE).unlink(missing_ok=True)
 
 
 def describe(imported: Imported, root: Path) -> str:

@@ -8,6 +8,7 @@ Layout, under ``<results_root>/runs/<run-id>/``:
     One JSON object per line, one line per finished epoch.  Every append is
     flushed and fsynced.  A partial last line (left behind by a killed
     process) is ignored when reading and cut off before the next append.
+    Committed finished runs keep it gzip-compressed as ``metrics.jsonl.gz``.
 ``checkpoint.pt``
     The engine's resumable state, written atomically.
 ``weights.pt``
@@ -30,6 +31,7 @@ but not arbitrary pickled objects such as numpy arrays.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import math
@@ -55,6 +57,7 @@ __all__ = [
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
+METRICS_GZ_FILE = "metrics.jsonl.gz"  # a finished run's metrics, compressed (committed runs)
 CHECKPOINT_FILE = "checkpoint.pt"
 WEIGHTS_FILE = "weights.pt"
 RECORD_FILE = "record.json"
@@ -104,6 +107,11 @@ def _dumps_pretty(obj: Any) -> bytes:
 def _dumps_line(obj: Any) -> bytes:
     text = json.dumps(_to_jsonable(obj), allow_nan=False)
     return (text + "\n").encode("utf-8")
+
+
+def gzip_metrics(data: bytes) -> bytes:
+    """Deterministic gzip (no timestamp): the same metrics give the same bytes."""
+    return gzip.compress(data, compresslevel=9, mtime=0)
 
 
 def _canonical(obj: Any) -> str:
@@ -306,13 +314,19 @@ class RunStore:
             os.fsync(f.fileno())
 
     def read_metrics(self, run_id: str) -> list[dict]:
-        """All complete rows.  An unparsable last line is dropped; an
-        unparsable earlier line raises StoreError (naming file and line)."""
+        """All complete rows (from ``metrics.jsonl``, else its compressed form ``metrics.jsonl.gz``).  An
+        unparsable last line is dropped; an unparsable earlier line raises StoreError (naming file and line)."""
         path = self._path(run_id, METRICS_FILE)
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            return []
+            path = self._path(run_id, METRICS_GZ_FILE)
+            try:
+                data = gzip.decompress(path.read_bytes())
+            except FileNotFoundError:
+                return []
+            except (OSError, EOFError) as e:
+                raise StoreError(f"metrics file {path} is corrupt ({_first_line(e)})") from None
         lines = [(i + 1, ln) for i, ln in enumerate(data.split(b"\n")) if ln.strip()]
         rows = []
         for k, (lineno, raw) in enumerate(lines):
@@ -339,6 +353,14 @@ class RunStore:
             if row["epoch"] <= epochs:
                 kept.append(row)
         atomic_write_bytes(path, b"".join(_dumps_line(r) for r in kept))
+
+    def compress_metrics(self, run_id: str) -> None:
+        """A finished run's metrics as ``metrics.jsonl.gz`` (about 16x smaller: every line repeats the whole
+        configuration), the plain file removed. Committed runs are stored so."""
+        path = self._path(run_id, METRICS_FILE)
+        if path.exists():
+            atomic_write_bytes(self._path(run_id, METRICS_GZ_FILE), gzip_metrics(path.read_bytes()))
+            path.unlink()
 
     # ---- checkpoints and weights
 
@@ -384,7 +406,7 @@ class RunStore:
     def delete_run_state(self, run_id: str) -> None:
         """Remove checkpoint, metrics, record and weights (and stray temp files); keep config."""
         d = self.run_dir(run_id)
-        for name in (CHECKPOINT_FILE, METRICS_FILE, RECORD_FILE, WEIGHTS_FILE):
+        for name in (CHECKPOINT_FILE, METRICS_FILE, METRICS_GZ_FILE, RECORD_FILE, WEIGHTS_FILE):
             try:
                 (d / name).unlink()
             except FileNotFoundError:

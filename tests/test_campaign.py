@@ -137,7 +137,7 @@ def test_pack_keeps_weights_only_where_needed(tmp_path, fake_clock):
     for run_id, info in manifest["runs"].items():
         names = {n.split("/")[-1] for n in contents if n.startswith(f"runs/{run_id}/")}
         if info["status"] == "finished":
-            assert {"config.json", "metrics.jsonl", "record.json"} <= names and "checkpoint.pt" not in names
+            assert {"config.json", "metrics.jsonl.gz", "record.json"} <= names and "checkpoint.pt" not in names
             assert ("weights.pt" in names) == (run_id in kept)
         else:
             assert names == {"config.json", "metrics.jsonl", "checkpoint.pt"}
@@ -161,6 +161,21 @@ def test_second_call_with_nothing_left_exits_at_once(tmp_path, monkeypatch, caps
     monkeypatch.setattr(engine, "train", lambda *a, **k: pytest.fail("nothing should train"))
     assert cli.main(["campaign", "--profile", str(profile), "--deadline", "600"]) == 0
     assert "nothing left to train" in capsys.readouterr().out
+
+
+def test_campaign_out_packs_what_the_call_changed(tmp_path, monkeypatch):
+    mini = [campaign.Stage("mini", ("wrn-16-2",),
+                           lambda: [c for c in table1() if c.row == "WRN-16-1 / WRN-16-2" and c.column == "AT"])]
+    monkeypatch.setattr(campaign, "STAGES", mini)
+    settings = tiny(tmp_path, epochs=1)
+    teacher = teacher_config("wrn-16-2", settings)
+    engine.train(teacher, results=settings.store_root, progress=False, log=None)  # trained in an earlier window
+    profile = tmp_path / "tiny.yaml"
+    profile.write_text(json.dumps({**TINY, "epochs": 1, "results_dir": str(tmp_path)}))
+    assert cli.main(["campaign", "--profile", str(profile), "--deadline", "600", "--out", str(tmp_path / "o")]) == 0
+    manifest, contents = packs.read_pack([tmp_path / "o"])
+    at = next(j.run_id for j in campaign.jobs(settings) if j.config.method == "at")
+    assert set(manifest["runs"]) == {at} and manifest["runs"][at]["status"] == "finished"
 
 
 # -- bad input -------------------------------------------------------------------------------------------------------

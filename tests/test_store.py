@@ -354,3 +354,19 @@ def test_module_all_exports():
     for name in store_mod.__all__:
         assert hasattr(store_mod, name)
     assert os.path.basename(store_mod.__file__) == "store.py"
+
+
+def test_compressed_metrics_read_back_the_same(tmp_path):
+    rs = RunStore(tmp_path)
+    rs.write_config("r", {"a": 1})
+    for epoch in (1, 2, 3):
+        rs.append_metrics("r", {"epoch": epoch, "loss": 1.0 / epoch, "config": {"student": "wrn-16-1"}})
+    rows = rs.read_metrics("r")
+    plain = (rs.run_dir("r") / "metrics.jsonl").stat().st_size
+    rs.compress_metrics("r")
+    assert not (rs.run_dir("r") / "metrics.jsonl").exists()
+    assert (rs.run_dir("r") / "metrics.jsonl.gz").stat().st_size < plain
+    assert rs.read_metrics("r") == rows
+    (rs.run_dir("r") / "metrics.jsonl.gz").write_bytes(b"not gzip")
+    with pytest.raises(StoreError, match="metrics.jsonl.gz is corrupt"):
+        rs.read_metrics("r")
