@@ -12,7 +12,8 @@ Value order (``STAGES``; for every seed of the profile in turn, so the ``paper``
 
 1. WRN-16-2 -> WRN-16-1: Table 1's row (student, AT, F-ActT, KD, AT+KD), Table 2, the which-group ablation;
 2. the WRN-40-1 teacher, then its Table 1 row;  3. the WRN-40-2 teacher, then its row;
-4. the NIN pair (NIN-wide teacher, NIN-thin row);  5. Table 3 (its two BN-free / ReLU-free NIN teachers first).
+4. the NIN pair (NIN-wide teacher, NIN-thin row);  5. Table 3 (its two BN-free / ReLU-free NIN teachers first;
+   their other seeds, for the teachers' table, last).
 
 The paper's headline comparison goes first of all (``HEADLINE``): the WRN-16-1 AT and student runs from the WRN-16-2
 teacher, as single runs (about 4-5 GPU-minutes each on an H200), so that even one window answers the paper's main
@@ -28,7 +29,7 @@ from .config import RunConfig
 from . import deadline
 from .deadline import DeadlineReached, epoch_deadline
 from .experiments import (MIN_COHORT, TEACHERS, Cell, Settings, cohort_size, concurrent_size, groups_ablation, is_cohort,
-                          schedule, table1, table2, table3, teacher_config)
+                          schedule, table1, table2, table3, teacher_cells, teacher_config)
 from .store import RunStore
 
 
@@ -51,7 +52,8 @@ STAGES = [
     Stage("WRN-40-1 -> WRN-16-1: Table 1 row", ("wrn-40-1",), _table1_row("WRN-16-1 / WRN-40-1")),
     Stage("WRN-40-2 -> WRN-16-2: Table 1 row", ("wrn-40-2",), _table1_row("WRN-16-2 / WRN-40-2")),
     Stage("NIN-wide -> NIN-thin: Table 1 row", ("nin-wide",), _table1_row("NIN-thin / NIN-wide")),
-    Stage("Table 3: gradient-based AT, NIN without BN", ("nin-wide-nobn", "nin-wide-norelu"), table3),
+    Stage("Table 3: gradient-based AT, NIN without BN", ("nin-wide-nobn", "nin-wide-norelu"),
+          lambda: table3() + [c for c in teacher_cells() if c.row in ("nin-wide-nobn", "nin-wide-norelu")]),
 ]
 HEADLINE = ("AT", "student")  # Table 1, WRN-16-1 / WRN-16-2: trained first, one run at a time
 
