@@ -25,12 +25,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from .config import RunConfig
 from . import deadline
+from .config import RunConfig
 from .deadline import DeadlineReached, epoch_deadline
-from .experiments import (MIN_COHORT, TEACHERS, Cell, Settings, cohort_size, concurrent_size, groups_ablation, is_cohort,
-                          schedule, table1, table2, table3, teacher_cells, teacher_config)
-from .store import RunStore
+from .experiments import (CIFAR_TEACHERS, MIN_COHORT, Cell, Settings, cohort_size, concurrent_size, groups_ablation,
+                          is_cohort, schedule, table1, table2, table3, teacher_cells, teacher_config)
+from .store import RunStore, StoreError
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ def _checkpoint_epoch(store: RunStore, run_id: str) -> int:
     """The epoch a run resumes after: its checkpoint's (metrics may hold one more line, cut on resume)."""
     try:
         checkpoint = store.load_checkpoint(run_id)
-    except Exception:  # a corrupt checkpoint is reported by the engine when the run is resumed
+    except StoreError:  # a corrupt checkpoint: the engine reports it when the run is resumed
         return 0
     return int(checkpoint["epoch"]) if checkpoint else 0
 
@@ -132,15 +132,14 @@ def groups(settings: Settings) -> list[Group]:
     grouped by ``experiments.schedule`` (a cohort's members must stand at one epoch: it resumes only as a whole)."""
     store = RunStore(settings.store_root)
     left = [j for j in jobs(settings) if store.status(j.run_id) != "finished"]
-    # their teacher, then the headline runs, alone
+    # the headline runs (after their teacher), one by one
     first = [teacher_config(key, settings) for key in STAGES[0].teachers] + [j.config for j in headline_jobs(settings)]
-    headline = [j for j in left if j.config in first]
-    headline.sort(key=lambda j: first.index(j.config))
-    out = [Group("single", [j]) for j in headline]
-    headline = {j.run_id for j in headline}
+    out = [Group("single", [j]) for j in sorted((j for j in left if j.config in first),
+                                                 key=lambda j: first.index(j.config))]
+    headline = {g.jobs[0].run_id for g in out}
     size, concurrent = cohort_size(settings), concurrent_size(settings)
     by_id = {j.run_id: j for j in left}
-    teachers = {teacher_config(key, settings, seed).run_id() for key in TEACHERS for seed in settings.seeds}
+    teachers = {teacher_config(key, settings, seed).run_id() for key in CIFAR_TEACHERS for seed in settings.seeds}
     for seed in settings.seeds:
         for stage in STAGES:
             members = [j for j in left if j.seed == seed and j.stage == stage.name and j.run_id not in headline]

@@ -290,7 +290,8 @@ def figure_training_curves(curves: dict[str, Sequence[dict]], path: Path, title:
 
 
 def metrics_of(cell: Cell, settings: Settings, seed: int | None = None) -> list[dict]:
-    return RunStore(settings.store_root).read_metrics(run_id_for(cell, settings, settings.seeds[0] if seed is None else seed))
+    seed = settings.seeds[0] if seed is None else seed
+    return RunStore(settings.store_root).read_metrics(run_id_for(cell, settings, seed))
 
 
 def figure_table(summary: pd.DataFrame, path: Path, title: str) -> Path:
