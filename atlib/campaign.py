@@ -29,7 +29,7 @@ from . import deadline
 from .config import RunConfig
 from .deadline import DeadlineReached, epoch_deadline
 from .experiments import (CIFAR_TEACHERS, MIN_COHORT, Cell, Settings, cohort_size, concurrent_size, groups_ablation,
-                          is_cohort, schedule, table1, table2, table3, teacher_cells, teacher_config)
+                          is_cohort, schedule, table1_row, table2, table3, teacher_cells, teacher_config)
 from .store import RunStore, StoreError
 
 
@@ -43,7 +43,7 @@ class Stage:
 
 
 def _table1_row(row: str) -> Callable[[], list[Cell]]:
-    return lambda: [c for c in table1() if c.row == row]  # its teacher column: the teacher at each seed
+    return lambda: list(table1_row(row).values())  # its teacher column: the teacher at each seed
 
 
 STAGES = [
@@ -88,7 +88,7 @@ def jobs(settings: Settings) -> list[Job]:
 
 def headline_jobs(settings: Settings) -> list[Job]:
     from .experiments import config_for
-    row = {c.column: c for c in table1() if c.row == "WRN-16-1 / WRN-16-2"}
+    row = table1_row("WRN-16-1 / WRN-16-2")
     seed = settings.seeds[0]
     return [Job(STAGES[0].name, seed, config_for(row[column], settings, seed)) for column in HEADLINE]
 

@@ -176,6 +176,8 @@ def train_command(config: RunConfig, results: str | Path) -> str | None:
     from .methods import _OPTION_TERMS
     default = config_from_args(build_parser().parse_args(["train", "--student", config.student, "--method",
                                                           config.method]))
+    if set(config.terms) != set(default.terms):
+        return None
     words = ["python", "-m", "atlib", "train", "--student", config.student]
     if config.method != "student":
         words += ["--method", config.method]
@@ -201,8 +203,6 @@ def train_command(config: RunConfig, results: str | Path) -> str | None:
         value, base = config.terms[term].get(option), default.terms.get(term, {}).get(option)
         if value is not None and value != base:
             words += [flag, ",".join(str(g + 1) for g in value) if option == "groups" else str(value)]
-    if set(config.terms) != set(default.terms):
-        return None
     return " ".join(words + ["--results", str(results)])
 
 

@@ -98,6 +98,16 @@ TABLE1_PAIRS = [  # (row label, student, teacher key, paper: student, AT, F-ActT
 TABLE1_COLUMNS = [("student", "student"), ("AT", "at"), ("F-ActT", "fact"), ("KD", "kd"), ("AT+KD", "at+kd")]
 
 
+def table1_row(row: str) -> dict[str, Cell]:
+    """One row of Table 1 by column: student, AT, F-ActT, KD, AT+KD, teacher."""
+    return {c.column: c for c in table1() if c.row == row}
+
+
+# The runs Figure 6 shows (top-level attention maps on the same images): Table 1's WRN-16-1 / WRN-16-2 row
+FIGURE_6_ROW = "WRN-16-1 / WRN-16-2"
+FIGURE_6_RUNS = {"student": "student", "AT student": "AT", "teacher": "teacher"}  # caption -> column
+
+
 def table1() -> list[Cell]:
     cells = []
     for row, student, teacher, paper in TABLE1_PAIRS:
@@ -519,8 +529,6 @@ def run_cells(cells: Iterable[Cell], settings: Settings, log: Callable[[str], No
                 log(f"  {run_id}: test error {record['test_error']:.2f}%")
             done += len(ids)
     return [records[run_id_for(cell, settings, seed)] for cell in cells for seed in settings.seeds]
-
-
 
 
 def _stored_records(cells: list[Cell], settings: Settings, log: Callable[[str], None]) -> list[dict | None]:

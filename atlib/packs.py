@@ -53,11 +53,10 @@ class PackError(ValueError):
 def kept_weights(settings) -> set[str]:
     """Run ids whose final weights a pack carries: every CIFAR teacher of the first seed (later runs learn from
     them) and the runs Figure 6 shows (WRN-16-1 student and AT student of the WRN-16-2 row)."""
-    from .experiments import CIFAR_TEACHERS, run_id_for, table1, teacher_config
+    from .experiments import CIFAR_TEACHERS, FIGURE_6_ROW, FIGURE_6_RUNS, run_id_for, table1_row, teacher_config
     ids = {teacher_config(key, settings).run_id() for key in CIFAR_TEACHERS}
-    row = {c.column: c for c in table1() if c.row == "WRN-16-1 / WRN-16-2"}
-    ids |= {run_id_for(row[column], settings, settings.seeds[0]) for column in ("student", "AT")}
-    return ids
+    row = table1_row(FIGURE_6_ROW)
+    return ids | {run_id_for(row[column], settings, settings.seeds[0]) for column in FIGURE_6_RUNS.values()}
 
 
 # -- pack ------------------------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .config import RunConfig
 from .experiments import TABLES, Settings, cohort_size, concurrent_size, is_cohort, schedule, suite_jobs
+from .pipeline import REPO_ROOT
 
 TRAIN_IMAGES = {"cifar10": 50_000, "sample": 2_500}
 TEST_IMAGES = {"cifar10": 10_000, "sample": 1_000}
@@ -143,7 +144,6 @@ def estimate(rows: list[dict], rates: dict[str, float]) -> list[dict]:
     return out
 
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 # The rates measured so far (one NVIDIA H200, results/benchmarks/h200-2026-11-26; later files win: the last one was
 # measured with the engine's current defaults, NHWC)
 MEASURED_RATE_FILES = [REPO_ROOT / "results" / "benchmarks" / "h200-2026-11-26" / name

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -22,7 +23,8 @@ import torch  # noqa: E402
 
 from .attention import attention_image  # noqa: E402
 from .data import ImageSet, normalize  # noqa: E402
-from .experiments import TABLE_TITLES, Cell, Settings, run_id_for  # noqa: E402
+from .experiments import (FIGURE_6_ROW, FIGURE_6_RUNS, TABLE_TITLES, Cell, Settings, run_id_for,  # noqa: E402
+                          table1_row)
 from .engine import model_from_state  # noqa: E402
 from .store import RunStore  # noqa: E402
 
@@ -318,19 +320,13 @@ def example_images(count: int = 4, seed: int = 0) -> ImageSet:
     return pick_images(load_dataset("sample")[1], count, seed)
 
 
-FIGURE_7B_RUNS = ("student", "AT", "F-ActT")  # Table 1, WRN-16-1 / WRN-16-2
-FIGURE_6_RUNS = {"student": "student", "AT student": "AT", "teacher": "teacher"}
-
-
-def _wrn_16_row() -> dict[str, Cell]:
-    from .experiments import table1
-    return {c.column: c for c in table1() if c.row == "WRN-16-1 / WRN-16-2"}
+FIGURE_7B_RUNS = ("student", "AT", "F-ActT")  # Table 1, WRN-16-1 / WRN-16-2 (the row of Figure 6)
 
 
 def training_curves_figure(settings: Settings) -> Path | None:
     """Figure 7b (train and test error vs epoch of the WRN-16-1 student, AT and F-ActT runs) from whichever of
     them have recorded epochs; None if none has."""
-    row, store = _wrn_16_row(), RunStore(settings.store_root)
+    row, store = table1_row(FIGURE_6_ROW), RunStore(settings.store_root)
     curves = {name: metrics_of(row[name], settings) for name in FIGURE_7B_RUNS}
     curves = {name: rows for name, rows in curves.items() if rows}
     if not curves:
@@ -343,7 +339,7 @@ def training_curves_figure(settings: Settings) -> Path | None:
 def attention_comparison(settings: Settings, count: int = 5) -> Path | None:
     """Figure 6 style: top-level attention maps of the WRN-16-1 student, the AT student and the WRN-16-2 teacher
     on the same test images, for whichever of them are finished (None if fewer than two)."""
-    row, store = _wrn_16_row(), RunStore(settings.store_root)
+    row, store = table1_row(FIGURE_6_ROW), RunStore(settings.store_root)
     finished = {name: row[column] for name, column in FIGURE_6_RUNS.items()
                 if store.status(run_id_for(row[column], settings, settings.seeds[0])) == "finished"}
     if len(finished) < 2:
@@ -417,9 +413,9 @@ def provenance_rows(cells: Sequence[Cell], settings: Settings) -> list[dict]:
             record = store.read_record(run_id)
             env = record.get("environment", {})
             rate = record.get("images_per_s")
-            if rate is None:
-                rates = sorted(m["images_per_s"] for m in store.read_metrics(run_id))
-                rate = rates[len(rates) // 2] if rates else None
+            if rate is None:  # records before 2026-12-05: the median epoch, as finish_run computes it now
+                rates = [m["images_per_s"] for m in store.read_metrics(run_id)]
+                rate = statistics.median(rates) if rates else None
             if "cohort" in env:
                 how = f"cohort of {env['cohort']['size']}"
             elif env.get("concurrent_runs", 1) > 1:
