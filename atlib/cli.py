@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--method", default="student", help=f"one of {', '.join(sorted(METHODS))} (default student)")
     t.add_argument("--teacher", help="finished teacher run id (or unique prefix) in --results, or a weights file")
     t.add_argument("--teacher-arch", help="teacher architecture, needed for a bare weights file")
+    t.add_argument("--teacher-store", help="results store holding the --teacher run, e.g. results/one-seed "
+                   "(default: --results)")
     t.add_argument("--epochs", type=int, default=200)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--beta", type=float, help="weight of the method's transfer term (AT default 1000)")
@@ -155,7 +157,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         augment=args.augment, precision=args.precision, train_subset=args.train_subset, test_subset=args.test_subset,
         dataset="sample" if args.sample else args.dataset, data_root=args.data_root, device=args.device,
         image_size=args.image_size, pretrained=args.pretrained, weights_dir=args.weights_dir,
-        freeze_bn=args.freeze_bn, freeze_groups=args.freeze_groups, workers=args.workers)
+        freeze_bn=args.freeze_bn, freeze_groups=args.freeze_groups, workers=args.workers,
+        teacher_store=args.teacher_store)
 
 
 # RunConfig field -> the `atlib train` flag that sets it (fields without one cannot be written as a command)
@@ -203,6 +206,8 @@ def train_command(config: RunConfig, results: str | Path) -> str | None:
         value, base = config.terms[term].get(option), default.terms.get(term, {}).get(option)
         if value is not None and value != base:
             words += [flag, ",".join(str(g + 1) for g in value) if option == "groups" else str(value)]
+    if config.teacher_store is not None:
+        words += ["--teacher-store", str(config.teacher_store)]
     return " ".join(words + ["--results", str(results)])
 
 

@@ -16,7 +16,7 @@ from .objective import TERMS, validate_spec
 from .store import make_run_id
 
 # Fields that say where/how a run executes, not what it computes: left out of the run id.
-RUNTIME_FIELDS = ("device", "data_root", "workers", "weights_dir")
+RUNTIME_FIELDS = ("device", "data_root", "workers", "weights_dir", "teacher_store")
 DATASETS = tuple(DATASET_NAMES) + tuple(FOLDER_KINDS)  # cifar10, sample | folder, cub, imagenet (image folders)
 PRECISIONS = ("fp32", "bf16")
 AUGMENTATIONS = ("crop+flip", "flip", "none")
@@ -67,6 +67,7 @@ class RunConfig:
     data_root: str | None = None        # runtime: the dataset's directory
     workers: int = 0                    # runtime: DataLoader worker processes (image folders only)
     weights_dir: str | None = None      # runtime: where "imagenet" weights files are looked up first
+    teacher_store: str | None = None    # runtime: the results store holding the teacher run (None: the run's own)
 
     def __post_init__(self):
         if self.lr_milestones is None and isinstance(self.epochs, int) and self.epochs > 0:

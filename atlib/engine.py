@@ -65,8 +65,12 @@ def load_teacher(config: RunConfig, store: RunStore) -> tuple[nn.Module, str, st
 
     ``config.teacher`` is a finished run id (or unique prefix) in ``store``, or a path to a weights file (a state
     dict, or a checkpoint holding one under ``"model"``); for a bare file ``config.teacher_arch`` names the
-    architecture unless a ``config.json`` of a run lies beside it. The class count comes from the weights."""
+    architecture unless a ``config.json`` of a run lies beside it. The class count comes from the weights. A run id
+    is looked up in ``config.teacher_store`` where set (e.g. the CPU demo learns from the one-seed profile's teacher).
+    """
     ref = config.teacher
+    if config.teacher_store is not None:
+        store = RunStore(config.teacher_store)
     path = Path(ref).expanduser()
     if path.is_file():
         arch = config.teacher_arch

@@ -259,6 +259,8 @@ class Settings:
                                         # identical runs: `paper` reuses `one-seed`'s seed 0); None: its own
     train: bool | str = "auto"        # train missing runs? "auto": on a GPU, or when the settings are a cheap departure
                                       # from the protocol (never 200-epoch runs on a CPU); False: report only
+    teachers_from: str | None = None  # students learn from this profile's finished teachers (its settings, its run
+                                      # store), which are not trained here; None: teachers are trained by these settings
 
     def __post_init__(self):
         if self.train not in (True, False, "auto"):
@@ -266,7 +268,7 @@ class Settings:
         self.seeds = [int(s) for s in self.seeds]
         if not self.seeds:
             raise ValueError("seeds must list at least one seed")
-        for name in ("profile", "share_runs_with"):
+        for name in ("profile", "share_runs_with", "teachers_from"):
             value = getattr(self, name)
             if (name == "profile" or value is not None) and (not value or "/" in value or value in (".", "..")):
                 raise ValueError(f"{name} must be a plain name, got {name}={value!r}")
@@ -281,6 +283,16 @@ class Settings:
         """The results store of this profile's runs (``<store_root>/runs/<run id>``): its own root, or that of the
         profile it shares runs with."""
         return Path(self.results_dir) / (self.share_runs_with or self.profile)
+
+    def teacher_settings(self) -> "Settings":
+        """The settings that define (and store) the teachers: those of ``teachers_from``, else these."""
+        if self.teachers_from is None:
+            return self
+        teachers = settings_from_profile(self.teachers_from, results_dir=self.results_dir, data_root=self.data_root,
+                                         device=self.device)
+        if teachers.teachers_from is not None:
+            raise ValueError(f"teachers_from={self.teachers_from!r} names a profile that borrows its own teachers")
+        return teachers
 
     def trains_missing(self) -> bool:
         """Whether ``run_cells`` trains runs that are not in the store (see ``train``)."""
@@ -336,6 +348,8 @@ def data_available(cell_or_data: Cell | str, settings: Settings) -> bool:
 
 
 def teacher_config(key: str, settings: Settings, seed: int | None = None) -> RunConfig:
+    """The run of teacher ``key`` under ``settings`` (by its first seed unless ``seed`` is given). Settings that
+    borrow their teachers (``teachers_from``) are not consulted here: see ``config_for``."""
     if key not in TEACHERS:
         raise ValueError(f"unknown teacher {key!r}; expected one of {sorted(TEACHERS)}")
     arch, protocol, data = TEACHERS[key]
@@ -344,13 +358,17 @@ def teacher_config(key: str, settings: Settings, seed: int | None = None) -> Run
 
 
 def config_for(cell: Cell, settings: Settings, seed: int) -> RunConfig:
-    """The run of ``cell`` at ``seed``. Students learn from the teacher trained with the first seed."""
+    """The run of ``cell`` at ``seed``. Students learn from the teacher trained with the first seed (of the
+    ``teachers_from`` profile where the settings name one)."""
     teacher_id = teacher_arch = None
     if cell.teacher is not None:
-        teacher_id = teacher_config(cell.teacher, settings).run_id()
+        teacher_id = teacher_config(cell.teacher, settings.teacher_settings()).run_id()
         teacher_arch = TEACHERS[cell.teacher][0]
-    return _config(cell.student, cell.method, dict(cell.options), teacher_id, teacher_arch, cell.protocol, cell.data,
-                   settings, seed)
+    config = _config(cell.student, cell.method, dict(cell.options), teacher_id, teacher_arch, cell.protocol,
+                     cell.data, settings, seed)
+    if cell.teacher is not None and settings.teachers_from is not None:
+        config.teacher_store = str(settings.teacher_settings().store_root)
+    return config
 
 
 def _config(student, method, options, teacher, teacher_arch, protocol, data, settings, seed) -> RunConfig:
@@ -386,7 +404,7 @@ def suite_jobs(cells: Iterable[Cell], settings: Settings) -> tuple[list[RunConfi
     cells = [c for c in cells if data_available(c, settings)]
     keys = []
     for cell in cells:
-        if cell.teacher is not None and cell.teacher not in keys:
+        if cell.teacher is not None and cell.teacher not in keys and settings.teachers_from is None:
             keys.append(cell.teacher)
     teachers = _unique([teacher_config(key, settings) for key in keys])
     runs = _unique(teachers + [config_for(cell, settings, seed) for cell in cells for seed in settings.seeds])
@@ -507,6 +525,7 @@ def run_cells(cells: Iterable[Cell], settings: Settings, log: Callable[[str], No
     cells = [c for c in cells if data_available(c, settings)]
     if not settings.trains_missing():
         return _stored_records(cells, settings, log)
+    check_borrowed_teachers(cells, settings)
     teachers, students = suite_jobs(cells, settings)
     size, concurrent = cohort_size(settings), concurrent_size(settings)
     records = {}
@@ -531,6 +550,27 @@ def run_cells(cells: Iterable[Cell], settings: Settings, log: Callable[[str], No
     return [records[run_id_for(cell, settings, seed)] for cell in cells for seed in settings.seeds]
 
 
+class MissingTeacherError(ValueError):
+    """A borrowed teacher (``Settings.teachers_from``) is not finished in its profile's store; says how to train it."""
+
+
+def check_borrowed_teachers(cells: Iterable[Cell], settings: Settings) -> None:
+    """MissingTeacherError (one line, with the command that trains it) if a teacher these cells borrow from the
+    ``teachers_from`` profile is not finished there."""
+    if settings.teachers_from is None:
+        return
+    from .cli import train_command
+    from .store import RunStore
+    theirs = settings.teacher_settings()
+    for key in dict.fromkeys(c.teacher for c in cells if c.teacher is not None):
+        config = teacher_config(key, theirs)
+        if RunStore(theirs.store_root).status(config.run_id()) != "finished":
+            raise MissingTeacherError(
+                f"profile {settings.profile!r} learns from the {settings.teachers_from!r} profile's {key} teacher, "
+                f"run {config.run_id()}, which is not finished in {theirs.store_root}; train it with: "
+                f"{train_command(config, theirs.store_root)}")
+
+
 def _stored_records(cells: list[Cell], settings: Settings, log: Callable[[str], None]) -> list[dict | None]:
     from .store import RunStore
     store = RunStore(settings.store_root)
@@ -538,6 +578,7 @@ def _stored_records(cells: list[Cell], settings: Settings, log: Callable[[str], 
     records = [store.read_record(i) if store.status(i) == "finished" else None for i in ids]
     missing = sum(r is None for r in records)
     if missing:
+        why = ", the authors' 200-epoch protocol" if settings.follows_protocol else ""
         log(f"{missing} of {len(records)} runs not trained yet: not training them here (train: {settings.train!r}, "
-            f"device {settings.device!r}, the authors' 200-epoch protocol); the report says how to train each")
+            f"device {settings.device!r}{why}); the report says how to train each")
     return records

@@ -29,6 +29,10 @@ NOTEBOOKS = [
     "08-table5-imagenet.ipynb",
     "09-report.ipynb",
 ]
+# Notebooks outside the paper's sequence, run by the profiles that name them under `notebooks:`
+DEMO_NOTEBOOKS = ["10-cpu-demo.ipynb"]  # profile cpu-demo: attention transfer on a laptop (low data, not the paper's)
+ALL_NOTEBOOKS = NOTEBOOKS + DEMO_NOTEBOOKS
+SEQUENCE_KEY = "notebooks"  # a profile key read by the pipeline (which notebooks), not passed to the notebooks
 
 
 class PipelineError(RuntimeError):
@@ -80,14 +84,18 @@ def run_notebook(notebook: Path, output: Path, parameters: dict[str, Any], progr
 
 def run_sequence(profile: str = "one-seed", overrides: dict[str, Any] | None = None, only: list[str] | None = None,
                  progress: bool = True, log: Callable[[str], None] = print) -> Path:
-    """Run every notebook (or those whose names start with one of ``only``) with the profile's parameters.
-    Returns ``results/<profile>``."""
+    """Run the profile's notebooks (its ``notebooks:`` list, else the paper's sequence; or those whose names start
+    with one of ``only``) with the profile's parameters. Returns ``results/<profile>``."""
     parameters = {**load_profile(profile_path(profile)), **{k: v for k, v in (overrides or {}).items()
                                                              if v is not None}}
+    sequence = parameters.pop(SEQUENCE_KEY, None) or NOTEBOOKS
+    unknown = [n for n in sequence if n not in ALL_NOTEBOOKS]
+    if unknown:
+        raise ParameterError(f"profile {profile!r} names unknown notebook(s) {unknown}; notebooks are {ALL_NOTEBOOKS}")
     root = Path(parameters.get("results_dir", "results")) / parameters.get("profile", Path(profile).stem)
-    selected = [n for n in NOTEBOOKS if not only or any(n.startswith(o) for o in only)]
+    selected = [n for n in sequence if not only or any(n.startswith(o) for o in only)]
     if not selected:
-        raise ParameterError(f"no notebook matches {only}; notebooks are {NOTEBOOKS}")
+        raise ParameterError(f"no notebook matches {only}; notebooks are {sequence}")
     for name in selected:  # report bad parameters before running anything
         check_parameters(NOTEBOOK_DIR / name, parameters)
     for i, name in enumerate(selected, 1):
