@@ -105,8 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("reproduce", help="run the notebook sequence with papermill for a profile")
     rp.add_argument("--profile", default="one-seed", help="one-seed (default: on a CPU, the tables from the stored "
-                    "runs; on a GPU, trains what is missing), paper, smoke (the 2-epoch end-to-end test), or a YAML "
-                    "file")
+                    "runs; on a GPU, trains what is missing), paper, cpu-demo (attention transfer with little data on a "
+                    "CPU, ~17 min), smoke (the 2-epoch end-to-end test), or a YAML file")
     rp.add_argument("--only", nargs="+", help="run only the notebooks whose names start with these, e.g. 03 07")
     rp.add_argument("--device", help="override the profile's device")
     rp.add_argument("--data-root", help="override the profile's data root")
@@ -196,7 +196,7 @@ def train_command(config: RunConfig, results: str | Path) -> str | None:
                 return None
             words.append(FIELD_FLAGS[name])
         elif isinstance(value, (list, tuple)):
-            words += [FIELD_FLAGS[name], ",".join(map(str, value))]
+            words += [FIELD_FLAGS[name], ",".join(map(str, value)) or "''"]  # '' : an empty list (no lr drops)
         else:
             words += [FIELD_FLAGS[name], str(value)]
     for option, flag in OPTION_FLAGS.items():

@@ -74,12 +74,14 @@ CHANNELS_LAST = True
 def train(settings: Settings, log=print) -> list[dict | None]:
     """Train (or load, or resume) the demo's runs seed by seed (student, AT, KD, AT+KD of one seed before the next
     seed), so an interrupted demo has whole seeds first. Where ``settings.trains_missing()`` is false only the
-    finished runs are returned (None for the others). Records in ``per_seed`` order."""
+    finished runs are returned (None for the others). Records seed by seed, each seed in ``COLUMNS`` order."""
     from .engine import train as train_run
     from .experiments import _stored_records, check_borrowed_teachers, config_for
     demo_cells = cells()
     if not settings.trains_missing():
-        return _stored_records(demo_cells, settings, log)
+        stored = _stored_records(demo_cells, settings, log)  # cell by cell; returned seed by seed
+        n = len(settings.seeds)
+        return [stored[c * n + s] for s in range(n) for c in range(len(demo_cells))]
     check_borrowed_teachers(demo_cells, settings)
     records = []
     for seed in settings.seeds:
@@ -163,6 +165,9 @@ def table_markdown(errors: pd.DataFrame, summary: pd.DataFrame) -> str:
     lines.append("| seeds where it beat the student | - | " + " | ".join(
         f"{int(r['helped'])} of {int(r['n'])}" for _, r in summary.iloc[1:].iterrows()) + " |")
     lines += [""] + [f"- {verdict(r)}" for _, r in summary.iloc[1:].iterrows()]
+    n = len(errors)
+    lines += ["", f"With {n} seed{'s' * (n != 1)} the sign test's smallest possible p is 0.5^{n} = {0.5 ** n:.3g}: "
+              f"a method better in every seed is a consistent paired effect at this scale, not a proof."]
     return "\n".join(lines) + "\n"
 
 
@@ -239,6 +244,10 @@ def maps_figure(settings: Settings, count: int = 5) -> Path | None:
                                        settings.root / "figures" / "cpu-demo_attention_maps.png")
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} minutes"
+
+
 # -- the report ----------------------------------------------------------------------------------------------------
 def write_report(settings: Settings, table_md: Path, figures: dict[str, Path | None],
                  seconds: float | None = None) -> Path:
@@ -251,9 +260,12 @@ def write_report(settings: Settings, table_md: Path, figures: dict[str, Path | N
               "each method is compared with the student of its own seed (a paired difference).", ""]
     lines += [table_md.read_text().strip(), "", f"Data: [cpu-demo.csv]({table_md.with_suffix('.csv').relative_to(root)})",
               ""]
-    if seconds is not None:
-        lines += [f"This notebook ran in {seconds / 60:.1f} minutes (training what was missing, then this report).",
-                  ""]
+    trained = [r for r in provenance_rows(cells(), settings) if r["seconds"] is not None]
+    if trained:
+        lines += [f"Training these {len(trained)} runs took {sum(r['seconds'] for r in trained) / 60:.1f} minutes "
+                  f"in all (their records' wall time, evaluation included)."
+                  + (f" This notebook ran in {_duration(seconds)} (training what was missing, then this report)."
+                     if seconds is not None else ""), ""]
     lines += ["## Where each run was trained", "", provenance_markdown(provenance_rows(cells(), settings)), ""]
     lines += ["## Figures", ""]
     for caption, png in figures.items():

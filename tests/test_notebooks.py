@@ -14,14 +14,14 @@ import pytest
 import yaml
 
 from atlib import experiments
-from atlib.pipeline import NOTEBOOK_DIR, NOTEBOOKS, PROFILE_DIR, ParameterError, PipelineError, check_parameters, \
-    notebook_parameters, run_sequence
+from atlib.pipeline import ALL_NOTEBOOKS, DEMO_NOTEBOOKS, NOTEBOOK_DIR, NOTEBOOKS, PROFILE_DIR, SEQUENCE_KEY, \
+    ParameterError, PipelineError, check_parameters, notebook_parameters, run_sequence
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("name", NOTEBOOKS)
+@pytest.mark.parametrize("name", ALL_NOTEBOOKS)
 def test_notebook_is_clean_with_one_parameters_cell(name):
     book = nbformat.read(NOTEBOOK_DIR / name, as_version=4)
     code = [c for c in book.cells if c.cell_type == "code"]
@@ -39,13 +39,24 @@ def test_parameter_defaults_are_the_one_seed_profile(name):
         assert eval(declared[key]) == value, key  # papermill reports defaults as source text
 
 
+def test_demo_notebook_defaults_are_the_cpu_demo_profile():
+    demo = yaml.safe_load((PROFILE_DIR / "cpu-demo.yaml").read_text())
+    assert demo.pop(SEQUENCE_KEY) == DEMO_NOTEBOOKS
+    declared = notebook_parameters(NOTEBOOK_DIR / DEMO_NOTEBOOKS[0])
+    assert set(declared) == set(demo)
+    for key, value in demo.items():
+        assert eval(declared[key]) == value, key
+
+
 def test_profiles_cover_every_parameter():
     keys = set(yaml.safe_load((PROFILE_DIR / "one-seed.yaml").read_text()))
-    for name in ("smoke", "one-seed", "paper"):
+    assert sorted(p.stem for p in PROFILE_DIR.glob("*.yaml")) == ["cpu-demo", "one-seed", "paper", "smoke"]
+    for name in ("smoke", "one-seed", "paper", "cpu-demo"):
         profile = yaml.safe_load((PROFILE_DIR / f"{name}.yaml").read_text())
+        profile.pop(SEQUENCE_KEY, None)  # read by the pipeline, not a notebook parameter
         assert set(profile) == keys
         settings = experiments.Settings(**{k: v for k, v in profile.items()})
-        assert settings.follows_protocol == (name != "smoke"), name
+        assert settings.follows_protocol == (name in ("one-seed", "paper")), name
     assert yaml.safe_load((PROFILE_DIR / "paper.yaml").read_text())["seeds"] == [0, 1, 2, 3, 4]
 
 
@@ -61,6 +72,15 @@ def test_unknown_parameter_is_reported_before_running(tmp_path):
     assert not (tmp_path / "smoke").exists()  # nothing ran
     with pytest.raises(ParameterError, match="'no-such-profile'"):
         run_sequence("no-such-profile")
+
+
+def test_profile_naming_an_unknown_notebook_is_reported_before_running(tmp_path):
+    profile = tmp_path / "bad.yaml"
+    profile.write_text(yaml.safe_dump({**yaml.safe_load((PROFILE_DIR / "cpu-demo.yaml").read_text()),
+                                       "notebooks": ["99-nope.ipynb"], "results_dir": str(tmp_path)}))
+    with pytest.raises(ParameterError, match=r"names unknown notebook\(s\) \['99-nope.ipynb'\]"):
+        run_sequence(str(profile), progress=False, log=lambda _: None)
+    assert not (tmp_path / "cpu-demo").exists()
 
 
 def test_failing_notebook_stops_the_sequence_with_one_line(tmp_path):
