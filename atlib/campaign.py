@@ -73,6 +73,7 @@ def jobs(settings: Settings) -> list[Job]:
     """Every run of the suite once, in value order: seed by seed, stage by stage, teachers first (students learn
     from the teacher of the first seed; a teacher's other seeds are Table 1's teacher column)."""
     from .experiments import config_for
+    settings.check_paper_suite("campaign")
     out, seen = [], set()
     for seed in settings.seeds:
         for stage in STAGES:

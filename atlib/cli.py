@@ -16,6 +16,7 @@ from .data import DataError
 from .engine import DEFAULT_RESULTS, TrainingError, train
 from .experiments import TABLES
 from .methods import METHODS, method_terms
+from .models import external
 from .pipeline import PipelineError
 from .store import RunStore, StoreError
 
@@ -47,6 +48,24 @@ def _number(text: str) -> int | float:
     return int(value) if value.is_integer() else value
 
 
+def _nodes(text: str) -> list[str]:
+    nodes = [n.strip() for n in text.split(",") if n.strip()]
+    if not nodes:
+        raise argparse.ArgumentTypeError(f"nodes must be comma-separated node names like layer2,layer3, got {text!r}")
+    return nodes
+
+
+def _tapped(arch: str | None, nodes: list[str] | None, flag: str) -> str | None:
+    """``arch`` with ``nodes`` appended (torchvision models only)."""
+    if nodes is None or arch is None:
+        if nodes is not None:
+            raise ConfigError(f"{flag} needs a torchvision architecture beside it")
+        return arch
+    if not arch.startswith(external.PREFIX):
+        raise ConfigError(f"{flag} applies to torchvision:<model> architectures, not {arch!r}")
+    return external.full_name(arch[len(external.PREFIX):].split("@")[0], nodes)
+
+
 def _epochs(text: str) -> list[int]:
     try:
         return [int(e) for e in text.split(",") if e.strip()]
@@ -59,10 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="train one run (or return its record if finished; resume if interrupted)")
-    t.add_argument("--student", required=True, help="architecture: wrn-16-1, wrn-40-2, nin-thin, nin-wide-nobn, ...")
+    t.add_argument("--student", required=True, help="architecture: wrn-16-1, wrn-40-2, nin-thin, nin-wide-nobn, ..., "
+                   "or any torchvision classifier as torchvision:<model> (e.g. torchvision:mobilenet_v3_small)")
+    t.add_argument("--student-nodes", type=_nodes, help="torchvision students: the nodes whose outputs AT compares, "
+                   "e.g. features.1,features.3,features.8 (default: the family's, where atlib knows one)")
     t.add_argument("--method", default="student", help=f"one of {', '.join(sorted(METHODS))} (default student)")
     t.add_argument("--teacher", help="finished teacher run id (or unique prefix) in --results, or a weights file")
     t.add_argument("--teacher-arch", help="teacher architecture, needed for a bare weights file")
+    t.add_argument("--teacher-nodes", type=_nodes, help="with a torchvision --teacher-arch: its nodes, e.g. "
+                   "layer1,layer2,layer3")
     t.add_argument("--teacher-store", help="results store holding the --teacher run, e.g. results/one-seed "
                    "(default: --results)")
     t.add_argument("--epochs", type=int, default=200)
@@ -151,7 +175,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     terms = method_terms(args.method, beta=args.beta, p=args.p, kind=args.kind, groups=args.groups,
                          form=args.form, T=args.T, alpha=args.alpha, start_epoch=args.start_epoch)
     return RunConfig(
-        student=args.student, method=args.method, terms=terms, teacher=args.teacher, teacher_arch=args.teacher_arch,
+        student=_tapped(args.student, args.student_nodes, "--student-nodes"), method=args.method, terms=terms,
+        teacher=args.teacher, teacher_arch=_tapped(args.teacher_arch, args.teacher_nodes, "--teacher-nodes"),
         epochs=args.epochs, seed=args.seed, lr=args.lr, lr_decay=args.lr_decay, lr_milestones=args.milestones,
         batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, weight_decay=args.weight_decay,
         augment=args.augment, precision=args.precision, train_subset=args.train_subset, test_subset=args.test_subset,
@@ -281,6 +306,7 @@ def cmd_campaign(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("data_root", args.data_root), ("device", args.device),
                                    ("results_dir", args.results_dir)) if v is not None}
     settings = settings_from_profile(args.profile or "one-seed", **overrides)
+    settings.check_paper_suite(f"campaign {args.action}")
     if args.action == "pack":
         if not args.out:
             raise ConfigError("campaign pack needs --out DIR")

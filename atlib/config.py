@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from .data import DATASET_NAMES, FOLDER_KINDS
-from .models import parse_model_name
+from .models import canonical_name, parse_model_name
 from .objective import TERMS, validate_spec
 from .store import make_run_id
 
@@ -70,6 +70,13 @@ class RunConfig:
     teacher_store: str | None = None    # runtime: the results store holding the teacher run (None: the run's own)
 
     def __post_init__(self):
+        for name in ("student", "teacher_arch"):  # torchvision:<model> -> torchvision:<model>@<its default nodes>
+            value = getattr(self, name)
+            if isinstance(value, str) and value.startswith("torchvision:"):
+                try:
+                    setattr(self, name, canonical_name(value))
+                except ValueError as e:
+                    raise ConfigError(str(e)) from None
         if self.lr_milestones is None and isinstance(self.epochs, int) and self.epochs > 0:
             self.lr_milestones = scaled_milestones(self.epochs)
         self.validate()

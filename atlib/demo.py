@@ -36,14 +36,28 @@ def cells() -> list[Cell]:
             for column, method in COLUMNS]
 
 
+def check(settings: Settings) -> None:
+    """ValueError (one line) unless the settings borrow a finished teacher (``teachers_from``): the demo never
+    trains its teacher. ``MissingTeacherError`` (with the command that trains it) if it is not there."""
+    from .experiments import check_borrowed_teachers
+    if settings.teachers_from is None:
+        raise ValueError("the CPU demo learns from another profile's finished teacher: set teachers_from (the "
+                         "cpu-demo profile uses one-seed)")
+    check_borrowed_teachers(cells(), settings)
+
+
 def describe(settings: Settings) -> str:
     """The first line of everything the demo shows: what it is and how it departs from the paper's protocol."""
+    check(settings)
+    theirs = teacher_config(TEACHER, settings.teacher_settings())
+    teacher_data = "full CIFAR-10" if theirs.dataset == "cifar10" and not theirs.train_subset else \
+        f"{theirs.train_subset or 2500:,} images of {theirs.dataset}"
     return (f"Low-data CPU variant, not the paper's protocol: a {STUDENT.upper()} student trained on "
             f"{_images(settings)} for {settings.epochs} epoch{'s' * (settings.epochs != 1)} (learning rate schedule "
             f"scaled{_batch(settings)}), "
-            f"learning from the `{settings.teachers_from}` profile's {TEACHER.upper()} teacher (200 epochs on full "
-            f"CIFAR-10); {len(settings.seeds)} seeds; test error on {_test_images(settings)}. The paper trains the "
-            f"student 200 epochs on all 50,000 images (Table 1: 8.77% alone, 7.93% with AT).")
+            f"learning from the `{settings.teachers_from}` profile's {TEACHER.upper()} teacher ({theirs.epochs} "
+            f"epochs on {teacher_data}); {len(settings.seeds)} seeds; test error on {_test_images(settings)}. The "
+            f"paper trains the student 200 epochs on all 50,000 images (Table 1: 8.77% alone, 7.93% with AT).")
 
 
 def _batch(settings: Settings) -> str:
@@ -76,13 +90,13 @@ def train(settings: Settings, log=print) -> list[dict | None]:
     seed), so an interrupted demo has whole seeds first. Where ``settings.trains_missing()`` is false only the
     finished runs are returned (None for the others). Records seed by seed, each seed in ``COLUMNS`` order."""
     from .engine import train as train_run
-    from .experiments import _stored_records, check_borrowed_teachers, config_for
+    from .experiments import _stored_records, config_for
+    check(settings)
     demo_cells = cells()
     if not settings.trains_missing():
         stored = _stored_records(demo_cells, settings, log)  # cell by cell; returned seed by seed
         n = len(settings.seeds)
         return [stored[c * n + s] for s in range(n) for c in range(len(demo_cells))]
-    check_borrowed_teachers(demo_cells, settings)
     records = []
     for seed in settings.seeds:
         for cell in demo_cells:
@@ -107,6 +121,12 @@ def per_seed(settings: Settings) -> pd.DataFrame:
             row[cell.column] = math.nan if record is None else record["test_error"]
         rows.append(row)
     return pd.DataFrame(rows, columns=["seed"] + [c for c, _ in COLUMNS])
+
+
+def finished(settings: Settings) -> int:
+    """How many of the demo's runs are finished in the store."""
+    store = RunStore(settings.store_root)
+    return sum(store.status(run_id_for(c, settings, seed)) == "finished" for c in cells() for seed in settings.seeds)
 
 
 def paired(errors: pd.DataFrame) -> pd.DataFrame:
@@ -203,11 +223,11 @@ def curves_figure(settings: Settings) -> Path | None:
         return None
     fig, ax = plt.subplots(figsize=(6.4, 4))
     for i, (name, runs) in enumerate(found.items()):
-        epochs = min(len(r) for r in runs)
+        epochs = min(len(r) for r in runs)  # an unfinished seed shortens its method's curve
         values = [[r[e]["test_error"] for r in runs] for e in range(epochs)]
         x = [runs[0][e]["epoch"] for e in range(epochs)]
         ax.plot(x, [statistics.fmean(v) for v in values], color=f"C{i}", linewidth=2,
-                label=f"{name} (mean of {len(runs)})")
+                label=f"{name} (mean of {len(runs)} seed{'s' * (len(runs) != 1)})")
         ax.fill_between(x, [min(v) for v in values], [max(v) for v in values], color=f"C{i}", alpha=0.18)
     ax.set_xlabel("epoch")
     ax.set_ylabel("test error (%)")
@@ -244,13 +264,21 @@ def maps_figure(settings: Settings, count: int = 5) -> Path | None:
                                        settings.root / "figures" / "cpu-demo_attention_maps.png")
 
 
+def _trained_now(n: int | None, of: int) -> str:
+    if n is None:
+        return ""
+    if n == 0:
+        return f" and trained none of the {of} runs (all were stored)"
+    return f" and trained {n} of the {of} runs"
+
+
 def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} minutes"
 
 
 # -- the report ----------------------------------------------------------------------------------------------------
 def write_report(settings: Settings, table_md: Path, figures: dict[str, Path | None],
-                 seconds: float | None = None) -> Path:
+                 seconds: float | None = None, trained_now: int | None = None) -> Path:
     """``REPORT.md``: what this is (first line), the table with its verdicts, where the runs were trained, figures."""
     from .report import provenance_markdown, provenance_rows
     root = settings.root
@@ -264,7 +292,7 @@ def write_report(settings: Settings, table_md: Path, figures: dict[str, Path | N
     if trained:
         lines += [f"Training these {len(trained)} runs took {sum(r['seconds'] for r in trained) / 60:.1f} minutes "
                   f"in all (their records' wall time, evaluation included)."
-                  + (f" This notebook ran in {_duration(seconds)} (training what was missing, then this report)."
+                  + (f" This notebook ran in {_duration(seconds)}{_trained_now(trained_now, len(trained))}."
                      if seconds is not None else ""), ""]
     lines += ["## Where each run was trained", "", provenance_markdown(provenance_rows(cells(), settings)), ""]
     lines += ["## Figures", ""]

@@ -31,7 +31,7 @@ from .config import RunConfig
 from .data import FOLDER_KINDS, ImageSet, eval_batches, folder_batches, load_dataset, load_folders, to_device, \
     train_batches
 from .distributed import Dist, all_reduce_sum, average_gradients, barrier, setup, teardown
-from .models import build_model, count_parameters
+from .models import build_model, count_parameters, external
 from .models.pretrained import WeightsError, freeze, load_pretrained, read_state_dict, set_train_mode
 from .losses import full_precision
 from .objective import Objective, build_objective
@@ -98,6 +98,8 @@ def load_teacher(config: RunConfig, store: RunStore) -> tuple[nn.Module, str, st
         raise TrainingError(f"teacher_arch {config.teacher_arch!r} does not match the teacher's architecture {arch!r}")
     if arch.startswith("resnet-") and not any(k.startswith("net.") for k in state):
         state = {f"net.{k}": v for k, v in state.items()}  # torchvision's own key names
+    if arch.startswith(external.PREFIX) and not any(k.startswith("body.") for k in state):
+        state = {f"body.{k}": v for k, v in state.items()}  # a plain torchvision state dict
     try:
         model = model_from_state(arch, state)
     except (RuntimeError, TypeError) as e:
@@ -109,7 +111,8 @@ def load_teacher(config: RunConfig, store: RunStore) -> tuple[nn.Module, str, st
 
 def model_from_state(arch: str, state: dict) -> nn.Module:
     """An eval-mode ``arch`` holding ``state``; the class count is read from the state's final linear layer."""
-    head = [v for k, v in state.items() if k.endswith("fc.weight")]
+    head = [v for k, v in state.items() if k.endswith("fc.weight")] or \
+        [v for k, v in state.items() if k.endswith(".weight") and v.dim() == 2]  # the last linear layer
     model = build_model(arch, num_classes=head[-1].shape[0] if head else 10, init="standard")
     model.load_state_dict(state)
     return model.eval()
@@ -378,20 +381,23 @@ def train_steps(config: RunConfig, results: Path, progress: bool, restart: bool,
             raise TrainingError(f"teacher {config.teacher} has {teacher_classes} classes but {config.dataset} data "
                                 f"has {source.num_classes}")
         teacher = teacher.to(device)
+    # built before anything is written, so that a model or objective that cannot be built (a node name, mismatched
+    # group counts) leaves no run directory behind
+    student = build_student(config, source.num_classes, device)
+    objective = build_objective(config.terms, student, teacher)
     if restart and ctx.is_main:
         store.delete_run_state(run_id)
     if ctx.is_main:
         store.write_config(run_id, config.identity())
     barrier(ctx)
 
-    student = build_student(config, source.num_classes, device)
     use_channels_last = channels_last_wanted(channels_last, device, source)
     if use_channels_last:
         source.memory_format = torch.channels_last
         student.to(memory_format=torch.channels_last)
         if teacher is not None:
             teacher.to(memory_format=torch.channels_last)
-    objective = build_objective(config.terms, student, teacher).to(device)
+    objective = objective.to(device)
     trainable = [p for p in student.parameters() if p.requires_grad] + list(objective.parameters())
     optimizer = make_optimizer(trainable, config, device)
     generator = torch.Generator().manual_seed(config.seed)

@@ -294,6 +294,14 @@ class Settings:
             raise ValueError(f"teachers_from={self.teachers_from!r} names a profile that borrows its own teachers")
         return teachers
 
+    def check_paper_suite(self, command: str) -> None:
+        """ValueError (one line) if these settings are not a profile of the paper's suite (``campaign``, ``plan``):
+        a profile that borrows its teachers (the CPU demo) trains its own cells in its own notebook."""
+        if self.teachers_from is not None:
+            raise ValueError(f"{command} works on the paper's suite; profile {self.profile!r} borrows its teachers "
+                             f"(teachers_from={self.teachers_from!r}) and trains its own runs: make reproduce "
+                             f"PROFILE={self.profile}")
+
     def trains_missing(self) -> bool:
         """Whether ``run_cells`` trains runs that are not in the store (see ``train``)."""
         if self.train != "auto":
@@ -567,8 +575,9 @@ def check_borrowed_teachers(cells: Iterable[Cell], settings: Settings) -> None:
         if RunStore(theirs.store_root).status(config.run_id()) != "finished":
             raise MissingTeacherError(
                 f"profile {settings.profile!r} learns from the {settings.teachers_from!r} profile's {key} teacher, "
-                f"run {config.run_id()}, which is not finished in {theirs.store_root}; train it with: "
-                f"{train_command(config, theirs.store_root)}")
+                f"run {config.run_id()}, which is not finished in {theirs.store_root} (with another results "
+                f"directory, copy it there from this repository's results/{settings.teachers_from}/runs); or train "
+                f"it with: {train_command(config, theirs.store_root)}")
 
 
 def _stored_records(cells: list[Cell], settings: Settings, log: Callable[[str], None]) -> list[dict | None]:
@@ -578,7 +587,10 @@ def _stored_records(cells: list[Cell], settings: Settings, log: Callable[[str], 
     records = [store.read_record(i) if store.status(i) == "finished" else None for i in ids]
     missing = sum(r is None for r in records)
     if missing:
-        why = ", the authors' 200-epoch protocol" if settings.follows_protocol else ""
+        if settings.follows_protocol:
+            why, how = ", the authors' 200-epoch protocol", "the report says how to train each"
+        else:
+            why, how = "", "set train: auto to train them"
         log(f"{missing} of {len(records)} runs not trained yet: not training them here (train: {settings.train!r}, "
-            f"device {settings.device!r}{why}); the report says how to train each")
+            f"device {settings.device!r}{why}); {how}")
     return records

@@ -286,6 +286,11 @@ def build_objective(spec: Mapping[str, Mapping[str, Any]], student: nn.Module | 
                     teacher: nn.Module | None = None) -> Objective:
     """Objective from ``{term_name: {option: value, "weight": w}}``. F-ActT reads ``group_channels`` of the models."""
     validate_spec(spec)
+    pairs_groups = [n for n in spec if TERMS[n] in (AttentionTransferTerm, ActivationTransferTerm)]
+    s_groups, t_groups = getattr(student, "group_channels", None), getattr(teacher, "group_channels", None)
+    if pairs_groups and s_groups is not None and t_groups is not None and len(s_groups) != len(t_groups):
+        raise ValueError(f"terms {pairs_groups} pair the student's and the teacher's groups in order, but the student "
+                         f"gives {len(s_groups)} and the teacher {len(t_groups)}: tap as many nodes on each")
     terms, weights, starts = {}, {}, {}
     for name, options in spec.items():
         if TERMS[name] is ActivationTransferTerm and (student is None or teacher is None):

@@ -88,7 +88,12 @@ def run_sequence(profile: str = "one-seed", overrides: dict[str, Any] | None = N
     with one of ``only``) with the profile's parameters. Returns ``results/<profile>``."""
     parameters = {**load_profile(profile_path(profile)), **{k: v for k, v in (overrides or {}).items()
                                                              if v is not None}}
-    sequence = parameters.pop(SEQUENCE_KEY, None) or NOTEBOOKS
+    sequence = parameters.pop(SEQUENCE_KEY, None)
+    if sequence is None:
+        sequence = NOTEBOOKS
+    elif not isinstance(sequence, list) or not sequence or not all(isinstance(n, str) for n in sequence):
+        raise ParameterError(f"profile {profile!r}: {SEQUENCE_KEY} must be a non-empty list of notebook names, got "
+                             f"{sequence!r}")
     unknown = [n for n in sequence if n not in ALL_NOTEBOOKS]
     if unknown:
         raise ParameterError(f"profile {profile!r} names unknown notebook(s) {unknown}; notebooks are {ALL_NOTEBOOKS}")

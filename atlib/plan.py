@@ -61,6 +61,7 @@ def shape_label(shape: dict) -> str:
 
 def plan_groups(settings: Settings, tables=None) -> list[dict]:
     """The groups ``run_cells`` trains for ``tables`` (default: the CIFAR-10 tables), in order."""
+    settings.check_paper_suite("plan")
     cells = [c for name in (tables or list(TABLES)) for c in TABLES[name]()]
     teachers, students = suite_jobs(cells, settings)
     size, concurrent = cohort_size(settings), concurrent_size(settings, on_gpu=True)

@@ -13,7 +13,7 @@ import pytest
 
 from atlib import cli, demo, experiments
 from atlib.experiments import MissingTeacherError, Settings, settings_from_profile
-from atlib.pipeline import run_sequence
+from atlib.pipeline import ParameterError, PipelineError, run_sequence
 from atlib.store import RunStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,6 +89,24 @@ def test_bad_teachers_from_is_one_line(tmp_path):
         _tiny(tmp_path, teachers_from="cpu-demo").teacher_settings()
 
 
+def test_demo_needs_a_borrowed_teacher(tmp_path):
+    with pytest.raises(ValueError, match="set teachers_from"):
+        demo.describe(_tiny(tmp_path, teachers_from=None))
+    with pytest.raises(ValueError, match="set teachers_from"):
+        demo.train(_tiny(tmp_path, teachers_from=None), log=lambda _: None)
+    with pytest.raises(MissingTeacherError, match="copy it there from this repository's results/one-seed/runs"):
+        demo.describe(_tiny(tmp_path))
+
+
+@pytest.mark.parametrize("command", [["plan"], ["campaign", "status"], ["campaign", "run", "--deadline", "60"]])
+def test_paper_suite_commands_refuse_the_demo_profile(command, capsys):
+    from atlib.cli import main
+    assert main([*command, "--profile", "cpu-demo"]) == 2
+    err = capsys.readouterr().err
+    assert "borrows its teachers" in err and "make reproduce PROFILE=cpu-demo" in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_teacher_store_travels_through_the_train_command(tmp_path):
     config = experiments.config_for(demo.cells()[1], _tiny(tmp_path), 1)
     command = cli.train_command(config, tmp_path / "cpu-demo")
@@ -101,7 +119,9 @@ def test_teacher_store_travels_through_the_train_command(tmp_path):
 def test_tiny_demo_trains_resumes_and_reports(tmp_path):
     settings = _tiny(_with_teacher(tmp_path))
     logged = []
+    assert demo.finished(settings) == 0
     records = demo.train(settings, log=logged.append)
+    assert demo.finished(settings) == 8
     assert len(records) == 8 and [line.split()[2] for line in logged] == ["student", "AT", "KD", "AT+KD"] * 2
     assert all(r["environment"]["channels_last"] for r in records)
     store = RunStore(settings.store_root)
@@ -121,9 +141,10 @@ def test_tiny_demo_trains_resumes_and_reports(tmp_path):
     figures = {"curves": demo.curves_figure(settings), "maps": demo.maps_figure(settings),
                "teacher": demo.teacher_maps_figure(settings)}
     assert all(p is not None and p.stat().st_size > 5000 for p in figures.values())
-    report = demo.write_report(settings, table_md, figures, seconds=12.0).read_text()
+    report = demo.write_report(settings, table_md, figures, seconds=12.0, trained_now=0).read_text()
     assert report.startswith("**Low-data CPU variant, not the paper's protocol")
-    assert "This notebook ran in 12 s" in report and "Training these 8 runs took" in report and "(figures/cpu-demo_attention_maps.png)" in report
+    assert "WRN-16-2 teacher (200 epochs on full CIFAR-10)" in report.splitlines()[0]
+    assert "This notebook ran in 12 s and trained none of the 8 runs (all were stored)" in report and "Training these 8 runs took" in report and "(figures/cpu-demo_attention_maps.png)" in report
     assert report.count("| cpu-demo: WRN-16-1 / WRN-16-2") == 8
 
 
@@ -146,3 +167,23 @@ def test_demo_notebook_through_papermill(tmp_path):
     assert {p.name for p in (root / "figures").glob("*.png")} == {
         "cpu-demo_test_error.png", "cpu-demo_attention_maps.png", "cpu-demo_teacher_attention.png"}
     assert (root / "REPORT.md").read_text().startswith("**Low-data CPU variant")
+
+
+@pytest.mark.slow
+def test_demo_notebook_without_its_teacher_stops_with_the_command(tmp_path):
+    with pytest.raises(PipelineError) as info:
+        run_sequence("cpu-demo", {"results_dir": str(tmp_path), "epochs": 1, "train_subset": 64, "test_subset": 50,
+                                  "seeds": [0]}, progress=False, log=lambda _: None)
+    message = str(info.value)
+    assert "MissingTeacherError" in message and TEACHER_RUN in message and "\n" not in message
+    assert not (tmp_path / "cpu-demo" / "runs").exists()
+
+
+@pytest.mark.parametrize("notebooks", [[], "10-cpu-demo.ipynb", [3]])
+def test_a_profile_notebooks_list_is_checked(notebooks, tmp_path):
+    import yaml
+    profile = tmp_path / "p.yaml"
+    profile.write_text(yaml.safe_dump({**yaml.safe_load((REPO / "profiles" / "cpu-demo.yaml").read_text()),
+                                       "notebooks": notebooks, "results_dir": str(tmp_path)}))
+    with pytest.raises(ParameterError, match="notebooks must be a non-empty list of notebook names"):
+        run_sequence(str(profile), progress=False, log=lambda _: None)

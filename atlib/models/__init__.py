@@ -6,6 +6,8 @@
 - ``nin-thin`` / ``nin-wide``, optionally suffixed ``-nobn`` (no batch norm) and/or ``-norelu`` (no ReLU before
   pooling), e.g. ``nin-thin-nobn`` (Table 3 student), ``nin-wide-norelu`` (Table 3 activation-AT teacher)
 - ``resnet-18`` / ``resnet-34``
+- ``torchvision:<model>[@<node>,<node>,...]``: any torchvision classifier, returning the outputs of the named FX
+  nodes (``atlib.models.external``), e.g. ``torchvision:mobilenet_v3_small@features.1,features.3,features.8``
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ import re
 
 from torch import nn
 
+from . import external
+from .external import TappedModel, tap
 from .nin import NIN, NIN_THIN_WIDTHS, NIN_WIDE_WIDTHS, nin
 from .resnet import RESNET_DEPTHS, GroupedResNet, resnet
 from .wrn import WideResNet, wrn
 
-__all__ = ["wrn", "nin", "resnet", "build_model", "parse_model_name", "count_parameters",
+__all__ = ["wrn", "nin", "resnet", "tap", "TappedModel", "build_model", "parse_model_name", "canonical_name",
+           "count_parameters",
            "WideResNet", "NIN", "GroupedResNet", "NIN_THIN_WIDTHS", "NIN_WIDE_WIDTHS"]
 
 _WRN = re.compile(r"^wrn-(\d+)-(\d+)$")
@@ -30,6 +35,8 @@ def parse_model_name(name: str) -> tuple[str, dict]:
     """``"wrn-16-2"`` -> ``("wrn", {"depth": 16, "width": 2})``; ValueError naming the name if unknown."""
     if not isinstance(name, str):
         raise ValueError(f"architecture name must be a string, got {name!r}")
+    if (tapped := external.parse_name(name)) is not None:
+        return "torchvision", tapped
     if m := _WRN.match(name):
         depth, width = int(m.group(1)), int(m.group(2))
         if depth < 10 or (depth - 4) % 6:
@@ -47,12 +54,21 @@ def parse_model_name(name: str) -> tuple[str, dict]:
         if depth not in RESNET_DEPTHS:
             raise ValueError(f"architecture {name!r}: ResNet depth must be one of {sorted(RESNET_DEPTHS)}")
         return "resnet", {"depth": depth}
-    raise ValueError(f"unknown architecture {name!r}; expected wrn-<depth>-<width>, nin-thin|wide[-nobn][-norelu] "
-                     f"or resnet-18|34")
+    raise ValueError(f"unknown architecture {name!r}; expected wrn-<depth>-<width>, nin-thin|wide[-nobn][-norelu], "
+                     f"resnet-18|34 or torchvision:<model>[@<node>,...]")
+
+
+def canonical_name(name: str) -> str:
+    """The name a configuration stores: ``torchvision:<model>`` with its default nodes spelled out (so a run's id
+    never depends on ``external.DEFAULT_NODES``); other names as they are."""
+    family, kwargs = parse_model_name(name)
+    return external.full_name(kwargs["name"], kwargs["nodes"]) if family == "torchvision" else name
 
 
 def build_model(name: str, num_classes: int = 10, init: str = "authors") -> nn.Module:
     family, kwargs = parse_model_name(name)
+    if family == "torchvision":  # torchvision's own initialisation (``init`` applies to WRN and NIN)
+        return external.build(kwargs["name"], kwargs["nodes"], num_classes=num_classes)
     if family == "resnet":
         return resnet(num_classes=num_classes, **kwargs)
     builder = {"wrn": wrn, "nin": nin}[family]
