@@ -9,6 +9,7 @@ export ATLIB_DATA ?= $(if $(wildcard $(SHARED_DATA)/cifar-10-batches-py),$(SHARE
 .PHONY: setup test reproduce clean-venv
 
 PROFILE ?= one-seed
+SET ?=      # profile overrides, e.g. SET="seeds=[0,1] epochs=3" (no spaces inside a value)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +23,7 @@ test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 reproduce: setup
-	$(PY) -m atlib reproduce --profile $(PROFILE)
+	$(PY) -m atlib reproduce --profile $(PROFILE) $(if $(strip $(SET)),--set $(SET))
 
 clean-venv:
 	rm -rf $(VENV)

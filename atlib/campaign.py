@@ -22,6 +22,7 @@ question; the rest is grouped as ``experiments.schedule`` groups any suite (coho
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Callable
 
@@ -31,6 +32,8 @@ from .deadline import DeadlineReached, epoch_deadline
 from .experiments import (CIFAR_TEACHERS, MIN_COHORT, Cell, Settings, cohort_size, concurrent_size, groups_ablation,
                           is_cohort, schedule, table1_row, table2, table3, teacher_cells, teacher_config)
 from .store import RunStore, StoreError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -192,7 +195,7 @@ class Outcome:
     stopped: str                          # why the call ended
 
 
-def run(settings: Settings, seconds: float, log: Callable[[str], None] = print) -> Outcome:
+def run(settings: Settings, seconds: float, log: Callable[[str], None] = logger.info) -> Outcome:
     """Train the next groups until ``seconds`` from now; stop at an epoch boundary. Returns what happened."""
     if not seconds > 0:
         raise ValueError(f"deadline must be a positive number of seconds, got {seconds!r}")

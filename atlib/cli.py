@@ -7,6 +7,7 @@ code 2 and one line naming the problem, never a traceback.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from pathlib import Path
@@ -21,6 +22,35 @@ from .pipeline import PipelineError
 from .store import RunStore, StoreError
 
 USER_ERRORS = (ConfigError, DataError, StoreError, TrainingError, ValueError)
+
+
+class _StdoutHandler(logging.Handler):
+    """The library's log lines on whatever ``sys.stdout`` is at the time (the command's output)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), file=sys.stdout, flush=True)
+
+
+def _log_to_stdout() -> None:
+    root = logging.getLogger("atlib")
+    if not any(isinstance(h, _StdoutHandler) for h in root.handlers):
+        root.addHandler(_StdoutHandler())
+    root.setLevel(logging.INFO)
+
+
+def _overrides(pairs: list[str] | None) -> dict:
+    """``["seeds=[0,1]", "epochs=3"]`` -> ``{"seeds": [0, 1], "epochs": 3}`` (values read as YAML)."""
+    import yaml
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set takes key=value, got {pair!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {key.strip()}: cannot read the value {value!r}") from None
+    return out
 
 
 class _Parser(argparse.ArgumentParser):
@@ -135,8 +165,22 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--device", help="override the profile's device")
     rp.add_argument("--data-root", help="override the profile's data root")
     rp.add_argument("--results", dest="results_dir", help="override the profile's results directory")
+    rp.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="override profile parameters, e.g. seeds=[0,1] "
+                    "epochs=3 (values in YAML; checked against the notebooks' parameters)")
     rp.add_argument("--train", choices=["auto", "yes", "no"], help="override the profile's train setting: yes "
                     "trains missing runs even on a CPU (200 epochs each under the authors' protocol)")
+
+    w = sub.add_parser("work", help="train a profile's runs together with other processes (one per GPU or machine) "
+                       "until all are finished")
+    w.add_argument("--profile", default="one-seed", help="one-seed (default), paper, cpu-demo, smoke, or a YAML file")
+    w.add_argument("--results", dest="results_dir", help="override the profile's results directory (shared by all)")
+    w.add_argument("--device", help="override the profile's device, e.g. cuda:1")
+    w.add_argument("--data-root", help="override the profile's data root")
+    w.add_argument("--name", help="this worker's name in claims (default host:pid)")
+    w.add_argument("--stale-after", type=float, default=600.0, help="seconds without a heartbeat after which another "
+                   "worker's claim is taken over (default 600)")
+    w.add_argument("--heartbeat", type=float, default=30.0, help="seconds between this worker's heartbeats (default 30)")
+    w.add_argument("--poll", type=float, default=5.0, help="seconds to wait when every run left is held by others")
 
     pl = sub.add_parser("plan", help="list the groups a profile's CIFAR-10 suite trains and estimate GPU time")
     pl.add_argument("--profile", default="paper", help="smoke, one-seed, paper (default), or a YAML file")
@@ -262,8 +306,25 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from .pipeline import run_sequence
     train = {"auto": "auto", "yes": True, "no": False, None: None}[args.train]
-    run_sequence(args.profile, overrides={"device": args.device, "data_root": args.data_root,
-                                          "results_dir": args.results_dir, "train": train}, only=args.only)
+    overrides = {**_overrides(args.set), **{k: v for k, v in (("device", args.device), ("data_root", args.data_root),
+                                                               ("results_dir", args.results_dir), ("train", train))
+                                             if v is not None}}
+    run_sequence(args.profile, overrides=overrides, only=args.only)
+    return 0
+
+
+def cmd_work(args: argparse.Namespace) -> int:
+    from .claims import work
+    from .experiments import settings_from_profile
+    for flag, value in (("--stale-after", args.stale_after), ("--heartbeat", args.heartbeat), ("--poll", args.poll)):
+        if not value > 0:
+            raise ConfigError(f"{flag} must be a positive number of seconds, got {value}")
+    if not args.heartbeat < args.stale_after:
+        raise ConfigError(f"--heartbeat ({args.heartbeat}) must be shorter than --stale-after ({args.stale_after})")
+    overrides = {k: v for k, v in (("results_dir", args.results_dir), ("device", args.device),
+                                   ("data_root", args.data_root)) if v is not None}
+    settings = settings_from_profile(args.profile, **overrides)
+    work(settings, name=args.name, stale_after=args.stale_after, heartbeat=args.heartbeat, poll=args.poll)
     return 0
 
 
@@ -324,7 +385,7 @@ def cmd_campaign(args: argparse.Namespace) -> int:
         return 0
     started = time.time()
     try:
-        outcome = campaign.run(settings, args.deadline, log=print)
+        outcome = campaign.run(settings, args.deadline)
         print(campaign.describe(outcome, total))
     finally:
         if args.out:  # what this call changed (the rest is in the checkout already)
@@ -340,11 +401,12 @@ def _print_pack(paths: list[Path]) -> None:
 
 
 COMMANDS = {"train": cmd_train, "runs": cmd_runs, "reproduce": cmd_reproduce, "plan": cmd_plan,
-            "campaign": cmd_campaign}
+            "campaign": cmd_campaign, "work": cmd_work}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _log_to_stdout()
     try:
         return COMMANDS[args.command](args)
     except USER_ERRORS as e:

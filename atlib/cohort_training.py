@@ -22,6 +22,7 @@ each member's batch goes through its teacher separately (all of them in one batc
 from __future__ import annotations
 
 import json
+import logging
 import math
 import platform
 import time
@@ -44,6 +45,8 @@ from .models import count_parameters
 from .objective import build_objective
 from .steps import StepRunner, zero_momentum
 from .store import RunStore
+
+logger = logging.getLogger(__name__)
 
 FREE_FIELDS = ("seed", "method", "terms", "teacher", "teacher_arch")
 
@@ -78,7 +81,7 @@ def _member_optimizer(student: nn.Module, config: RunConfig, device: torch.devic
 
 
 def train_cohort(configs, results: str | Path = DEFAULT_RESULTS, progress: bool = True, restart: bool = False,
-                 log: Callable[[str], None] | None = print, graph: bool | None = None,
+                 log: Callable[[str], None] | None = logger.info, graph: bool | None = None,
                  shared_batches: bool = False, channels_last: bool | None = None) -> list[dict]:
     """Train the runs ``configs`` together; returns their records in order. Finished runs are not retrained; a
     single unfinished run is trained by ``engine.train``. ``graph`` and ``channels_last`` as in ``engine.train``

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from pathlib import Path
 from typing import Callable
 
@@ -29,6 +30,8 @@ import torch
 from .config import RunConfig
 from .distributed import setup, teardown
 from .engine import DEFAULT_RESULTS, EPOCH, TrainingError, _progress_bar, resolve_device, train_steps
+
+logger = logging.getLogger(__name__)
 
 
 def _check(configs: list[RunConfig]) -> torch.device:
@@ -58,7 +61,7 @@ def on_stream(stream):
 
 
 def train_concurrently(configs, results: str | Path = DEFAULT_RESULTS, progress: bool = True, restart: bool = False,
-                       log: Callable[[str], None] | None = print, graph: bool | None = None,
+                       log: Callable[[str], None] | None = logger.info, graph: bool | None = None,
                        channels_last: bool | None = None) -> list[dict]:
     """Train ``configs`` at once (finished ones are returned as they are); returns their records in order.
 

@@ -14,6 +14,7 @@ why its sizes are what they are.
 
 from __future__ import annotations
 
+import logging
 import math
 import statistics
 from pathlib import Path
@@ -22,6 +23,8 @@ import pandas as pd
 
 from .experiments import TEACHERS, Cell, Settings, _cell, run_id_for, teacher_config
 from .store import RunStore
+
+logger = logging.getLogger(__name__)
 
 TEACHER = "wrn-16-2"
 STUDENT = "wrn-16-1"
@@ -85,7 +88,7 @@ def _test_images(settings: Settings) -> str:
 CHANNELS_LAST = True
 
 
-def train(settings: Settings, log=print) -> list[dict | None]:
+def train(settings: Settings, log=logger.info) -> list[dict | None]:
     """Train (or load, or resume) the demo's runs seed by seed (student, AT, KD, AT+KD of one seed before the next
     seed), so an interrupted demo has whole seeds first. Where ``settings.trains_missing()`` is false only the
     finished runs are returned (None for the others). Records seed by seed, each seed in ``COLUMNS`` order."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
+import logging
 import math
 import os
 import platform
@@ -26,7 +27,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from . import deadline
+from . import claims, deadline
 from .config import RunConfig
 from .data import FOLDER_KINDS, ImageSet, eval_batches, folder_batches, load_dataset, load_folders, to_device, \
     train_batches
@@ -37,6 +38,8 @@ from .losses import full_precision
 from .objective import Objective, build_objective
 from .steps import StepRunner, zero_momentum
 from .store import RunStore, StoreError
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_RESULTS = "results"
 
@@ -343,7 +346,7 @@ def channels_last_wanted(channels_last: bool | None, device: torch.device, sourc
 
 
 def train(config: RunConfig, results: str | Path = DEFAULT_RESULTS, progress: bool = True, restart: bool = False,
-          log: Callable[[str], None] | None = print, graph: bool | None = None,
+          log: Callable[[str], None] | None = logger.info, graph: bool | None = None,
           channels_last: bool | None = None) -> dict:
     """Train ``config`` (or return its record if finished). Returns the record dict.
 
@@ -478,6 +481,7 @@ def train_steps(config: RunConfig, results: Path, progress: bool, restart: bool,
                 f"{row['train_error']:.2f}%, test error {row['test_error']:.2f}%, {row['images_per_s']:.0f} img/s")
         if not ctx.enabled:  # (processes could disagree on the time left)
             deadline.check(run_id, time.perf_counter() - epoch_start, epoch + 1, config.epochs)
+            claims.check(run_id)  # another process took this run over (see atlib.claims): stop here
         yield EPOCH
 
     if not ctx.is_main:

@@ -9,6 +9,7 @@ identical configurations (e.g. WRN-16-1 alone in two tables) share one run in th
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -17,6 +18,8 @@ import yaml
 
 from .config import RunConfig, scaled_milestones
 from .methods import method_terms
+
+logger = logging.getLogger(__name__)
 
 # -- training protocols -------------------------------------------------------------------------------------------
 # Each protocol gives the full-length schedule ("epochs", lr "milestones" for that length) and RunConfig fields.
@@ -519,7 +522,7 @@ def is_cohort(group: list[RunConfig]) -> bool:
     return len(group) > 1 and not isinstance(group, ConcurrentSet)
 
 
-def run_cells(cells: Iterable[Cell], settings: Settings, log: Callable[[str], None] = print) -> list[dict | None]:
+def run_cells(cells: Iterable[Cell], settings: Settings, log: Callable[[str], None] = logger.info) -> list[dict | None]:
     """Train every cell at every seed (teachers first), skipping finished runs and resuming interrupted ones.
     On a GPU, runs of one WRN architecture are trained in cohorts (``Settings.cohort``) and other runs of one
     shape (a cell's seeds) at once on their own CUDA streams (``Settings.concurrent``). Returns the records in cell

@@ -8,12 +8,15 @@ results store, so running the same command again continues where it stopped.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from .experiments import load_profile
+
+logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -83,11 +86,10 @@ def run_notebook(notebook: Path, output: Path, parameters: dict[str, Any], progr
 
 
 def run_sequence(profile: str = "one-seed", overrides: dict[str, Any] | None = None, only: list[str] | None = None,
-                 progress: bool = True, log: Callable[[str], None] = print) -> Path:
+                 progress: bool = True, log: Callable[[str], None] = logger.info) -> Path:
     """Run the profile's notebooks (its ``notebooks:`` list, else the paper's sequence; or those whose names start
     with one of ``only``) with the profile's parameters. Returns ``results/<profile>``."""
-    parameters = {**load_profile(profile_path(profile)), **{k: v for k, v in (overrides or {}).items()
-                                                             if v is not None}}
+    parameters = {**load_profile(profile_path(profile)), **(overrides or {})}
     sequence = parameters.pop(SEQUENCE_KEY, None)
     if sequence is None:
         sequence = NOTEBOOKS

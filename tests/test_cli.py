@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from atlib import engine
+from atlib.config import RunConfig
 from atlib.store import RunStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,3 +114,42 @@ def test_rerun_of_finished_run_and_runs_listing(teacher):
     line = next(row for row in listing.stdout.splitlines() if row.startswith(teacher_id))
     record = json.loads((RunStore(results).run_dir(teacher_id) / "record.json").read_text())
     assert "finished" in line and f"{record['test_error']:.2f}%" in line
+
+
+@pytest.mark.parametrize("pairs, needle", [
+    (["bogus=1"], "does not declare parameter(s) ['bogus']"),
+    (["seeds"], "--set takes key=value, got 'seeds'"),
+    (["=3"], "--set takes key=value, got '=3'"),
+    (["seeds=[0,"], "--set seeds: cannot read the value '[0,'"),
+])
+def test_reproduce_overrides_are_checked_before_anything_runs(pairs, needle, tmp_path, capsys):
+    from atlib.cli import main
+    assert main(["reproduce", "--profile", "smoke", "--results", str(tmp_path), "--set", *pairs]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "smoke").exists()
+
+
+def test_override_values_are_yaml():
+    from atlib.cli import _overrides
+    assert _overrides(["seeds=[0,1]", "epochs=3", "train=false", "data_root=null", "profile=mine"]) == {
+        "seeds": [0, 1], "epochs": 3, "train": False, "data_root": None, "profile": "mine"}
+
+
+def test_library_reports_through_logging_not_print(tmp_path, caplog):
+    import ast
+    import logging
+    from pathlib import Path
+    import atlib
+    package = Path(atlib.__file__).parent
+    for path in package.rglob("*.py"):
+        if path.name == "cli.py":
+            continue
+        tree = ast.parse(path.read_text())
+        names = [n.id for n in ast.walk(tree) if isinstance(n, ast.Name)]
+        assert "print" not in names, f"{path.relative_to(package.parent)} uses print"
+    config = RunConfig(student="wrn-10-1", epochs=1, dataset="sample", train_subset=32, test_subset=20,
+                       batch_size=16, device="cpu")
+    with caplog.at_level(logging.INFO, logger="atlib"):
+        engine.train(config, results=tmp_path, progress=False)
+    assert any(r.name == "atlib.engine" and "training wrn-10-1" in r.getMessage() for r in caplog.records)

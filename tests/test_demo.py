@@ -157,12 +157,20 @@ def test_demo_figures_wait_for_their_runs(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_notebook_through_papermill(tmp_path):
-    """`make reproduce PROFILE=cpu-demo` on a tiny scale: the profile's one notebook, its table, figures, report."""
+def test_demo_notebook_through_the_cli_with_overrides(tmp_path):
+    """`make reproduce PROFILE=cpu-demo SET="..."` on a tiny scale: the profile's one notebook, its table, figures,
+    report; the library's log lines on stdout."""
+    import subprocess
+    import sys
     results = _with_teacher(tmp_path)
-    root = run_sequence("cpu-demo", {"results_dir": str(results), "epochs": 1, "train_subset": 64,
-                                     "test_subset": 50, "seeds": [0, 1]}, progress=False, log=lambda _: None)
+    proc = subprocess.run([sys.executable, "-m", "atlib", "reproduce", "--profile", "cpu-demo", "--results",
+                           str(results), "--set", "epochs=1", "train_subset=64", "test_subset=50", "seeds=[0,1]"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "[1/1] 10-cpu-demo.ipynb done in" in proc.stdout
+    root = results / "cpu-demo"
     assert sorted(p.name for p in (root / "notebooks").iterdir()) == ["10-cpu-demo.ipynb"]
+    assert len(pd.read_csv(root / "tables" / "cpu-demo.csv")) == 2  # seeds=[0,1] took effect
     assert (root / "tables" / "cpu-demo.md").exists()
     assert {p.name for p in (root / "figures").glob("*.png")} == {
         "cpu-demo_test_error.png", "cpu-demo_attention_maps.png", "cpu-demo_teacher_attention.png"}
