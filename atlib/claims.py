@@ -16,6 +16,7 @@ machines' clocks must agree to well under ``stale_after`` (NTP does).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -53,7 +54,7 @@ class Claim:
 
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat):
-            if not self.held():
+            if self._holder() not in (self.owner["token"], None):  # None: unreadable now; try again next beat
                 self.lost = True
                 return
             try:
@@ -61,19 +62,29 @@ class Claim:
             except FileNotFoundError:
                 self.lost = True
                 return
+            except OSError as e:  # e.g. a network filesystem's transient error: keep beating
+                logger.warning(f"{self.path}: heartbeat failed ({e}); retrying")
+
+    def _holder(self) -> str | None:
+        """The token in the claim file: "" if there is no file, None if it cannot be read right now."""
+        try:
+            return json.loads(self.path.read_text()).get("token", "")
+        except FileNotFoundError:
+            return ""
+        except (OSError, ValueError):
+            return None
 
     def held(self) -> bool:
         """Whether the claim file still names this process's claim."""
-        try:
-            return json.loads(self.path.read_text()).get("token") == self.owner["token"]
-        except (OSError, ValueError):
-            return False
+        return self._holder() == self.owner["token"]
 
     def release(self) -> None:
         self._stop.set()
         self._thread.join()
         if self.held():
             self.path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a run directory holding nothing else (its run never started)
+            self.path.parent.rmdir()
 
     def __enter__(self) -> "Claim":
         return self
@@ -129,8 +140,11 @@ def try_claim(store: RunStore, run_id: str, name: str, stale_after: float = STAL
         lock.mkdir()
     except FileExistsError:
         lock_age = _age(lock)
-        if lock_age is not None and lock_age > stale_after:  # a taker died mid-takeover
-            lock.rmdir()
+        if lock_age is not None and lock_age > stale_after:  # a taker died mid-takeover: move its lock aside
+            aside = run_dir / f"{TAKEOVER_DIR}.stale.{owner['token']}"
+            with contextlib.suppress(OSError):  # another process may have moved or removed it first
+                lock.rename(aside)
+                aside.rmdir()
         return None
     try:
         age = _age(path)  # again, under the lock: the claim may have been refreshed or replaced meanwhile
@@ -144,7 +158,8 @@ def try_claim(store: RunStore, run_id: str, name: str, stale_after: float = STAL
                     f"(no heartbeat for {age:.0f} s)")
         return Claim(path, owner, heartbeat)
     finally:
-        lock.rmdir()
+        with contextlib.suppress(OSError):
+            lock.rmdir()
 
 
 # -- the claim the engine checks at epoch boundaries ---------------------------------------------------------------
@@ -174,27 +189,46 @@ def suite(settings: Settings) -> list:
     return teachers + students
 
 
+def demo_channels_last(settings: Settings) -> bool | None:
+    """The memory layout ``demo.train`` asks for, for the demo's runs (None: the engine's default)."""
+    if settings.teachers_from is None:
+        return None
+    from .demo import CHANNELS_LAST
+    return CHANNELS_LAST
+
+
 def work(settings: Settings, name: str | None = None, stale_after: float = STALE_S, heartbeat: float = HEARTBEAT_S,
          poll: float = 5.0, log: Callable[[str], None] = logger.info) -> list[str]:
     """Train the suite's runs that no live process holds, one at a time, until every run is finished (waiting while
     the rest are held by others or wait for their teacher). Returns the run ids this process finished."""
-    from .engine import train
+    from .engine import TrainingError, train
     from .experiments import check_borrowed_teachers
     name = name or f"{socket.gethostname()}:{os.getpid()}"
     if not settings.trains_missing():
         raise ValueError(f"profile {settings.profile!r} does not train here (train: {settings.train!r}, device "
                          f"{settings.device!r}: the authors' 200-epoch runs train on GPUs only); pass --device cuda, "
-                         f"or set train: true")
+                         f"or --train yes")
     store = RunStore(settings.store_root)
     jobs = suite(settings)
     if settings.teachers_from is not None:
         from .demo import cells
         check_borrowed_teachers(cells(), settings)
     ids = [c.run_id(teacher_label=c.teacher_arch) for c in jobs]
+    channels_last = demo_channels_last(settings)
     mine: list[str] = []
+    failed: dict[str, str] = {}  # run id -> why (this worker does not try them again, nor their students)
     while True:
-        left = [(c, i) for c, i in zip(jobs, ids) if store.status(i) != "finished"]
+        left = [(c, i) for c, i in zip(jobs, ids) if i not in failed and store.status(i) != "finished"]
+        for config, run_id in left:
+            if config.teacher in failed:
+                failed[run_id] = f"its teacher {config.teacher} failed"
+        left = [(c, i) for c, i in left if i not in failed]
         if not left:
+            done = sum(store.status(i) == "finished" for i in ids)
+            if failed:
+                reasons = "; ".join(f"{i}: {why}" for i, why in failed.items())
+                raise TrainingError(f"{name}: {len(failed)} run(s) failed here ({reasons}); {done} of {len(ids)} "
+                                    f"finished")
             log(f"{name}: all {len(ids)} runs finished ({len(mine)} by this process)")
             return mine
         trained = False
@@ -211,9 +245,14 @@ def work(settings: Settings, name: str | None = None, stale_after: float = STALE
                 log(f"{name}: training {run_id}")
                 _held[run_id] = claim
                 try:
-                    record = train(config, results=settings.store_root, progress=settings.progress, log=log)
+                    record = train(config, results=settings.store_root, progress=settings.progress, log=log,
+                                   channels_last=channels_last)
                 except ClaimLost as e:
                     log(str(e))
+                    continue
+                except Exception as e:  # noqa: BLE001 - one failing run must not stop the others
+                    failed[run_id] = f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
+                    logger.error(f"{name}: {run_id} failed ({failed[run_id]}); going on with the others")
                     continue
                 finally:
                     _held.pop(run_id, None)

@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--device", help="override the profile's device")
     rp.add_argument("--data-root", help="override the profile's data root")
     rp.add_argument("--results", dest="results_dir", help="override the profile's results directory")
-    rp.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="override profile parameters, e.g. seeds=[0,1] "
+    rp.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE", help="override profile parameters, e.g. seeds=[0,1] "
                     "epochs=3 (values in YAML; checked against the notebooks' parameters)")
     rp.add_argument("--train", choices=["auto", "yes", "no"], help="override the profile's train setting: yes "
                     "trains missing runs even on a CPU (200 epochs each under the authors' protocol)")
@@ -181,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "worker's claim is taken over (default 600)")
     w.add_argument("--heartbeat", type=float, default=30.0, help="seconds between this worker's heartbeats (default 30)")
     w.add_argument("--poll", type=float, default=5.0, help="seconds to wait when every run left is held by others")
+    w.add_argument("--train", choices=["auto", "yes"], help="override the profile's train setting: yes trains even "
+                   "the authors' 200-epoch runs on a CPU")
 
     pl = sub.add_parser("plan", help="list the groups a profile's CIFAR-10 suite trains and estimate GPU time")
     pl.add_argument("--profile", default="paper", help="smoke, one-seed, paper (default), or a YAML file")
@@ -322,7 +324,8 @@ def cmd_work(args: argparse.Namespace) -> int:
     if not args.heartbeat < args.stale_after:
         raise ConfigError(f"--heartbeat ({args.heartbeat}) must be shorter than --stale-after ({args.stale_after})")
     overrides = {k: v for k, v in (("results_dir", args.results_dir), ("device", args.device),
-                                   ("data_root", args.data_root)) if v is not None}
+                                   ("data_root", args.data_root), ("train", {"yes": True}.get(args.train, args.train)))
+                 if v is not None}
     settings = settings_from_profile(args.profile, **overrides)
     work(settings, name=args.name, stale_after=args.stale_after, heartbeat=args.heartbeat, poll=args.poll)
     return 0

@@ -470,6 +470,8 @@ def train_steps(config: RunConfig, results: Path, progress: bool, restart: bool,
                                 f"records of epochs 1..{epoch} are kept in {store.run_dir(run_id)}")
         row = epoch_row(epoch, lr, stats, test, time.perf_counter() - t0, source.num_train / train_seconds, run_id,
                         full_config, environment)
+        if not ctx.enabled:
+            claims.check(run_id)  # taken over by another process meanwhile: drop this epoch, write nothing
         if ctx.is_main:
             store.append_metrics(run_id, row)
             store.save_checkpoint(run_id, {"epoch": epoch + 1, "student": student.state_dict(),
@@ -481,7 +483,7 @@ def train_steps(config: RunConfig, results: Path, progress: bool, restart: bool,
                 f"{row['train_error']:.2f}%, test error {row['test_error']:.2f}%, {row['images_per_s']:.0f} img/s")
         if not ctx.enabled:  # (processes could disagree on the time left)
             deadline.check(run_id, time.perf_counter() - epoch_start, epoch + 1, config.epochs)
-            claims.check(run_id)  # another process took this run over (see atlib.claims): stop here
+            claims.check(run_id)  # taken over by another process (see atlib.claims): stop at this boundary
         yield EPOCH
 
     if not ctx.is_main:

@@ -63,6 +63,42 @@ def test_a_stale_claim_is_taken_over_once_and_its_holder_stops(tmp_path):
     taker.release()
 
 
+def test_a_dead_takers_lock_is_moved_aside(tmp_path):
+    store = RunStore(tmp_path)
+    dead = try_claim(store, "run-c", "dead", heartbeat=3600)
+    lock = store.run_dir("run-c") / claims.TAKEOVER_DIR
+    lock.mkdir()  # a taker that died mid-takeover
+    old = time.time() - 100
+    for path in (store.run_dir("run-c") / claims.CLAIM_FILE, lock):
+        os.utime(path, (old, old))
+    assert try_claim(store, "run-c", "taker", stale_after=50) is None and not lock.exists()
+    taker = try_claim(store, "run-c", "taker", stale_after=50)
+    assert taker is not None and taker.held() and not dead.held()
+    dead.release()
+    taker.release()
+    assert not store.run_dir("run-c").exists()  # nothing else was in it: released claims leave no directory
+
+
+def test_a_failing_run_is_skipped_and_named_at_the_end(tmp_path, monkeypatch):
+    from atlib import engine
+    profile_settings = settings_from_profile("cpu-demo", results_dir=str(_results(tmp_path)), **TINY)
+    real = engine.train
+
+    def failing(config, **kwargs):
+        if config.method == "at":
+            raise engine.TrainingError("diverged (simulated)")
+        return real(config, **kwargs)
+
+    monkeypatch.setattr(engine, "train", failing)
+    logged = []
+    with pytest.raises(engine.TrainingError, match=r"1 run\(s\) failed here \(wrn-16-1_at_from-wrn-16-2_s0-\w+: "
+                                                   r"TrainingError: diverged \(simulated\)\); 3 of 4 finished"):
+        work(profile_settings, poll=0.1, log=logged.append)
+    store = RunStore(profile_settings.store_root)
+    assert sorted(r["status"] for r in store.list_runs()) == ["finished"] * 3
+    assert not list(store.runs_root.glob(f"*/{claims.CLAIM_FILE}"))
+
+
 def test_work_refuses_the_protocol_on_a_cpu(tmp_path):
     settings = settings_from_profile("one-seed", results_dir=str(tmp_path), device="cpu")
     with pytest.raises(ValueError, match="does not train here"):

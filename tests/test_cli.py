@@ -130,6 +130,11 @@ def test_reproduce_overrides_are_checked_before_anything_runs(pairs, needle, tmp
     assert not (tmp_path / "smoke").exists()
 
 
+def test_repeated_set_flags_add_up():
+    from atlib.cli import build_parser
+    assert build_parser().parse_args(["reproduce", "--set", "a=1", "b=2", "--set", "c=3"]).set == ["a=1", "b=2", "c=3"]
+
+
 def test_override_values_are_yaml():
     from atlib.cli import _overrides
     assert _overrides(["seeds=[0,1]", "epochs=3", "train=false", "data_root=null", "profile=mine"]) == {
