@@ -33,8 +33,8 @@ def test_a_claim_is_exclusive_until_released(tmp_path):
     first = try_claim(store, "run-a", "one", heartbeat=0.05)
     assert first is not None and claims.owner_of(store, "run-a")["owner"] == "one"
     assert try_claim(store, "run-a", "two") is None
-    time.sleep(0.2)  # heartbeats keep it fresh
-    assert try_claim(store, "run-a", "two", stale_after=0.15) is None
+    time.sleep(1.5)  # longer than stale_after below: only the heartbeats (every 0.05 s) keep it fresh
+    assert try_claim(store, "run-a", "two", stale_after=1.0) is None
     first.release()
     assert claims.owner_of(store, "run-a") is None
     second = try_claim(store, "run-a", "two")
