@@ -267,12 +267,15 @@ def maps_figure(settings: Settings, count: int = 5) -> Path | None:
                                        settings.root / "figures" / "cpu-demo_attention_maps.png")
 
 
-def _trained_now(n: int | None, of: int) -> str:
-    if n is None:
+def _this_call(seconds: float | None, trained_now: int | None, of: int) -> str:
+    """What the notebook call that wrote the report did. Its duration only when it trained something, so that a
+    report rebuilt from stored runs is the same file every time."""
+    if trained_now == 0:
+        return f" This notebook trained none of the {of} runs (all were stored)."
+    if seconds is None:
         return ""
-    if n == 0:
-        return f" and trained none of the {of} runs (all were stored)"
-    return f" and trained {n} of the {of} runs"
+    trained = f" and trained {trained_now} of the {of} runs" if trained_now is not None else ""
+    return f" This notebook ran in {_duration(seconds)}{trained}."
 
 
 def _duration(seconds: float) -> str:
@@ -295,8 +298,7 @@ def write_report(settings: Settings, table_md: Path, figures: dict[str, Path | N
     if trained:
         lines += [f"Training these {len(trained)} runs took {sum(r['seconds'] for r in trained) / 60:.1f} minutes "
                   f"in all (their records' wall time, evaluation included)."
-                  + (f" This notebook ran in {_duration(seconds)}{_trained_now(trained_now, len(trained))}."
-                     if seconds is not None else ""), ""]
+                  + _this_call(seconds, trained_now, len(trained)), ""]
     lines += ["## Where each run was trained", "", provenance_markdown(provenance_rows(cells(), settings)), ""]
     lines += ["## Figures", ""]
     for caption, png in figures.items():

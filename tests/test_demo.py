@@ -144,7 +144,11 @@ def test_tiny_demo_trains_resumes_and_reports(tmp_path):
     report = demo.write_report(settings, table_md, figures, seconds=12.0, trained_now=0).read_text()
     assert report.startswith("**Low-data CPU variant, not the paper's protocol")
     assert "WRN-16-2 teacher (200 epochs on full CIFAR-10)" in report.splitlines()[0]
-    assert "This notebook ran in 12 s and trained none of the 8 runs (all were stored)" in report and "Training these 8 runs took" in report and "(figures/cpu-demo_attention_maps.png)" in report
+    assert "This notebook trained none of the 8 runs (all were stored)." in report and "12 s" not in report
+    again = demo.write_report(settings, table_md, figures, seconds=31.0, trained_now=0).read_text()
+    assert again == report  # rebuilt from stored runs: the same file
+    assert "This notebook ran in 12 s and trained 3 of the 8 runs." in \
+        demo.write_report(settings, table_md, figures, seconds=12.0, trained_now=3).read_text() and "Training these 8 runs took" in report and "(figures/cpu-demo_attention_maps.png)" in report
     assert report.count("| cpu-demo: WRN-16-1 / WRN-16-2") == 8
 
 
