@@ -19,7 +19,7 @@ CHILD = r"""
 import sys, tempfile, time
 sys.path.insert(0, sys.argv[1])
 from atlib import engine
-from atlib.config import RunConfig
+from atlib.training.config import RunConfig
 from atlib.methods import method_terms
 method, student = sys.argv[2], sys.argv[3]
 common = dict(dataset="sample", epochs=2, device="cpu", lr_milestones=[1])

@@ -10,10 +10,10 @@ ratio to the authors'-style loop. Configurations are data (``CASES``):
   ToTensor, Normalize) in a DataLoader with 4 workers, fp32, eager, and the loss read back every batch (workers are
   kept alive between epochs, which favours this baseline: the authors' loop starts them every epoch);
 - ``engine``: ``atlib``'s step (device-resident data, batched augmentation), eager or captured as a CUDA graph;
-- ``cohort``: K students as one grouped network (``atlib.cohort_training``), each with its own batches and teacher
+- ``cohort``: K students as one grouped network (``atlib.training.cohorts``), each with its own batches and teacher
   pass, or sharing batches and one teacher pass (``shared``);
 - ``concurrent``: K independent engine runs, each on its own CUDA stream, advanced one step each in turn
-  (``atlib.concurrent``): any network and method.
+  (``atlib.training.concurrent``): any network and method.
 
 ``--plan PROFILE [--concurrent K]`` adds one case per group shape of that profile's suite (for ``atlib plan``);
 ``--profile ROWS`` prints each case's costliest operators (one eager epoch under ``torch.profiler``).
@@ -34,18 +34,18 @@ import numpy as np
 import torch
 
 from atlib import objective
-from atlib.cohort import pack
-from atlib.cohort_training import TeacherPass, cohort_epoch, make_cohort_step
-from atlib.concurrent import on_stream, run_streams
-from atlib.config import RunConfig
 from atlib.data import ImageSet, train_batches
 from atlib.data.cifar import CIFAR_MEAN, CIFAR_STD
-from atlib.engine import _device_name, make_optimizer, make_step, resolve_device
 from atlib.losses import at_loss, cross_entropy
 from atlib.methods import method_terms
 from atlib.models import build_model
 from atlib.objective import build_objective
-from atlib.steps import StepRunner
+from atlib.training.cohorts import TeacherPass, cohort_epoch, make_cohort_step
+from atlib.training.concurrent import on_stream, run_streams
+from atlib.training.config import RunConfig
+from atlib.training.engine import _device_name, make_optimizer, make_step, resolve_device
+from atlib.training.grouped_wrn import pack
+from atlib.training.steps import StepRunner
 
 # (label, kind, options). Teacher WRN-16-2, student WRN-16-1 unless the options say otherwise.
 CASES = [
@@ -208,7 +208,7 @@ def engine_case(data: ImageSet, device, options):
 
 
 def concurrent_case(data: ImageSet, device, options):
-    """K independent runs, each on its own CUDA stream, advanced one step each in turn (``atlib.concurrent``)."""
+    """K independent runs, each on its own CUDA stream, advanced one step each in turn (``training.concurrent``)."""
     k = options["k"]
     runs = [_engine_run(data, device, options, seed) for seed in range(k)]
     streams = run_streams(device, k)
@@ -263,10 +263,10 @@ BUILDERS = {"authors": authors_case, "engine": engine_case, "cohort": cohort_cas
 
 
 def plan_cases(profile: str, share_batches: bool, concurrent: int = 1, channels_last: bool = True) -> list:
-    """One case per distinct group shape that ``run_cells`` trains for ``profile`` on a GPU (``atlib.plan``), with
+    """One case per distinct group shape that ``run_cells`` trains for ``profile`` on a GPU (``atlib.paper.plan``), with
     the engine's GPU default of channels-last activations."""
-    from atlib.experiments import settings_from_profile
-    from atlib.plan import plan_groups, shape_key, shape_label
+    from atlib.paper.settings import settings_from_profile
+    from atlib.paper.plan import plan_groups, shape_key, shape_label
 
     settings = settings_from_profile(profile, cohort=16, share_batches=share_batches, concurrent=concurrent,
                                      device="cpu")

@@ -3,8 +3,8 @@
 import shutil
 from pathlib import Path
 
-from atlib import engine
-from atlib.config import RunConfig
+from atlib.training import engine
+from atlib.training.config import RunConfig
 
 
 def train_teacher(root: Path, config: RunConfig) -> tuple[Path, str]:

@@ -10,9 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from atlib import campaign, cli, deadline, engine, packs
-from atlib.experiments import Settings, config_for, settings_from_profile, table1, teacher_config
-from atlib.store import RunStore
+from atlib import cli
+from atlib.paper import campaign, packs
+from atlib.paper.grids import table1
+from atlib.paper.settings import Settings, settings_from_profile
+from atlib.paper.suite import config_for, teacher_config
+from atlib.training import deadline, engine
+from atlib.training.store import RunStore
 
 TINY = dict(profile="tiny", dataset="sample", epochs=3, train_subset=96, test_subset=64, device="cpu",
             progress=False)

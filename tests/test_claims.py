@@ -1,4 +1,4 @@
-"""Many processes, one suite (``atlib.claims``): claims are exclusive, stale ones are taken over, a process whose
+"""Many processes, one suite (``training.claims``): claims are exclusive, stale ones are taken over, a process whose
 claim was taken stops at an epoch boundary; three ``atlib work`` processes on a tiny profile, one killed with SIGKILL
 mid-run, finish every run exactly once with the numbers of a single process, losing nothing."""
 
@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from atlib import claims
-from atlib.claims import ClaimLost, try_claim, work
-from atlib.experiments import settings_from_profile
-from atlib.store import CHECKPOINT_FILE, RunStore
+from atlib.paper.settings import settings_from_profile
+from atlib.paper.workers import work
+from atlib.training import claims
+from atlib.training.claims import ClaimLost, try_claim
+from atlib.training.store import CHECKPOINT_FILE, RunStore
 
 REPO = Path(__file__).resolve().parents[1]
 TEACHER_RUN = "wrn-16-2_student_s0-650d9624"
@@ -80,7 +81,7 @@ def test_a_dead_takers_lock_is_moved_aside(tmp_path):
 
 
 def test_a_failing_run_is_skipped_and_named_at_the_end(tmp_path, monkeypatch):
-    from atlib import engine
+    from atlib.training import engine
     profile_settings = settings_from_profile("cpu-demo", results_dir=str(_results(tmp_path)), **TINY)
     real = engine.train
 

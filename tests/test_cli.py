@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from atlib import engine
-from atlib.config import RunConfig
-from atlib.store import RunStore
+from atlib.training import engine
+from atlib.training.config import RunConfig
+from atlib.training.store import RunStore
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -157,4 +157,4 @@ def test_library_reports_through_logging_not_print(tmp_path, caplog):
                        batch_size=16, device="cpu")
     with caplog.at_level(logging.INFO, logger="atlib"):
         engine.train(config, results=tmp_path, progress=False)
-    assert any(r.name == "atlib.engine" and "training wrn-10-1" in r.getMessage() for r in caplog.records)
+    assert any(r.name == "atlib.training.engine" and "training wrn-10-1" in r.getMessage() for r in caplog.records)

@@ -1,4 +1,4 @@
-"""Concurrent runs (``atlib.concurrent``) are ordinary runs: on a CPU, interleaving them step by step gives the very
+"""Concurrent runs (``training.concurrent``) are ordinary runs: on a CPU, interleaving them step by step gives the very
 same weights and metrics as training them one by one (bit for bit); an interrupted set resumes, together or run by
 run; a failing run stops alone; ``schedule``/``plan``/``run_cells`` gather a cell's seeds into concurrent sets."""
 
@@ -6,14 +6,17 @@ import json
 
 import pytest
 
-from atlib import engine, experiments
 from atlib.cli import main
-from atlib.concurrent import train_concurrently
-from atlib.config import RunConfig
-from atlib.experiments import ConcurrentSet, Settings, is_cohort, schedule
 from atlib.methods import method_terms
-from atlib.plan import estimate, format_plan, group_shape, load_rates, plan_groups, shape_key, shape_label
-from atlib.store import RunStore
+from atlib.paper import schedule as schedule_mod
+from atlib.paper.grids import _cell
+from atlib.paper.plan import estimate, format_plan, group_shape, load_rates, plan_groups, shape_key, shape_label
+from atlib.paper.schedule import ConcurrentSet, concurrent_size, is_cohort, run_cells, schedule
+from atlib.paper.settings import Settings
+from atlib.training import engine
+from atlib.training.concurrent import train_concurrently
+from atlib.training.config import RunConfig
+from atlib.training.store import RunStore
 from interrupts import interrupted_on_call
 from teacher_runs import copy_teacher, train_teacher
 
@@ -158,18 +161,18 @@ def test_cli_plan_takes_concurrent(capsys):
 
 
 def test_run_cells_trains_a_concurrent_set(tmp_path, monkeypatch):
-    monkeypatch.setattr(experiments, "concurrent_size", lambda settings: 2)  # as on a GPU
-    cell = experiments._cell("t", "row", "col", None, "wrn-10-1")
+    monkeypatch.setattr(schedule_mod, "concurrent_size", lambda settings: 2)  # as on a GPU
+    cell = _cell("t", "row", "col", None, "wrn-10-1")
     settings = Settings(profile="p", dataset="sample", epochs=1, seeds=[0, 1], train_subset=128, test_subset=64,
                         device="cpu", results_dir=str(tmp_path), progress=False)
     lines = []
-    records = experiments.run_cells([cell], settings, log=lines.append)
+    records = run_cells([cell], settings, log=lines.append)
     assert [r["environment"]["concurrent_runs"] for r in records] == [2, 2]
     assert any("concurrent of 2" in line for line in lines)
 
 
 def test_concurrent_setting_is_checked():
     with pytest.raises(ValueError, match="concurrent must be a positive integer, got concurrent=0"):
-        experiments.concurrent_size(Settings(profile="p", concurrent=0))
-    assert experiments.concurrent_size(Settings(profile="p", concurrent=4, device="cpu")) == 1
-    assert experiments.concurrent_size(Settings(profile="p", concurrent=4), on_gpu=True) == 4
+        concurrent_size(Settings(profile="p", concurrent=0))
+    assert concurrent_size(Settings(profile="p", concurrent=4, device="cpu")) == 1
+    assert concurrent_size(Settings(profile="p", concurrent=4), on_gpu=True) == 4

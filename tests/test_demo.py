@@ -11,10 +11,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from atlib import cli, demo, experiments
-from atlib.experiments import MissingTeacherError, Settings, settings_from_profile
-from atlib.pipeline import ParameterError, PipelineError, run_sequence
-from atlib.store import RunStore
+from atlib import cli
+from atlib.paper import demo
+from atlib.paper.pipeline import ParameterError, PipelineError, run_sequence
+from atlib.paper.settings import Settings, settings_from_profile
+from atlib.paper.suite import MissingTeacherError, config_for, run_id_for, suite_jobs
+from atlib.training.command import train_command
+from atlib.training.store import RunStore
 
 REPO = Path(__file__).resolve().parents[1]
 ONE_SEED_RUNS = REPO / "results" / "one-seed" / "runs"
@@ -58,14 +61,14 @@ def test_paired_differences_and_verdicts_by_hand():
 # -- borrowed teachers ---------------------------------------------------------------------------------------------
 def test_demo_runs_learn_from_the_one_seed_teacher_without_training_it(tmp_path):
     settings = _tiny(tmp_path)
-    at = experiments.config_for(demo.cells()[1], settings, 0)
+    at = config_for(demo.cells()[1], settings, 0)
     assert at.teacher == TEACHER_RUN and at.teacher_store == str(tmp_path / "one-seed")
     assert "teacher_store" not in at.identity()  # where the teacher lives is not what the run computes
-    teachers, students = experiments.suite_jobs(demo.cells(), settings)
+    teachers, students = suite_jobs(demo.cells(), settings)
     assert teachers == [] and len(students) == 8 and all(c.dataset == "sample" for c in students)
     # the same configuration wherever the results directory is: run ids do not depend on it
-    assert experiments.run_id_for(demo.cells()[1], _tiny(tmp_path / "elsewhere"), 0) == \
-        experiments.run_id_for(demo.cells()[1], settings, 0)
+    assert run_id_for(demo.cells()[1], _tiny(tmp_path / "elsewhere"), 0) == \
+        run_id_for(demo.cells()[1], settings, 0)
 
 
 def test_missing_borrowed_teacher_says_how_to_train_it(tmp_path):
@@ -108,8 +111,8 @@ def test_paper_suite_commands_refuse_the_demo_profile(command, capsys):
 
 
 def test_teacher_store_travels_through_the_train_command(tmp_path):
-    config = experiments.config_for(demo.cells()[1], _tiny(tmp_path), 1)
-    command = cli.train_command(config, tmp_path / "cpu-demo")
+    config = config_for(demo.cells()[1], _tiny(tmp_path), 1)
+    command = train_command(config, tmp_path / "cpu-demo")
     assert f"--teacher-store {tmp_path / 'one-seed'}" in command
     back = cli.config_from_args(cli.build_parser().parse_args(shlex.split(command)[3:]))
     assert back.teacher_store == config.teacher_store and back.run_id() == config.run_id()

@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 
-from atlib import engine
-from atlib.config import ConfigError, RunConfig, scaled_milestones
 from atlib.methods import method_terms
-from atlib.store import CorruptCheckpointError, RunStore
+from atlib.training import engine
+from atlib.training.config import ConfigError, RunConfig, scaled_milestones
+from atlib.training.store import CorruptCheckpointError, RunStore
 from interrupts import interrupted_on_call
 
 

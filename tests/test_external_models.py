@@ -6,13 +6,14 @@ import torch
 import torchvision
 import pytest
 
-from atlib import cli, engine
-from atlib.config import ConfigError, RunConfig
+from atlib import cli
 from atlib.losses import at_loss
 from atlib.methods import method_terms
 from atlib.models import build_model, canonical_name, external, tap
 from atlib.objective import build_objective
-from atlib.store import RunStore
+from atlib.training import engine
+from atlib.training.config import ConfigError, RunConfig
+from atlib.training.store import RunStore
 from interrupts import interrupted_on_call
 
 TEACHER = "torchvision:resnet18"

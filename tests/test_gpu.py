@@ -14,12 +14,12 @@ float64 batches, fixed since. The concurrent-runs test is newer: not yet run on 
 import pytest
 import torch
 
-from atlib import engine
-from atlib.cohort_training import train_cohort
-from atlib.concurrent import train_concurrently
-from atlib.config import RunConfig
 from atlib.methods import method_terms
-from atlib.store import RunStore
+from atlib.training import engine
+from atlib.training.cohorts import train_cohort
+from atlib.training.concurrent import train_concurrently
+from atlib.training.config import RunConfig
+from atlib.training.store import RunStore
 from teacher_runs import copy_teacher, train_teacher
 from interrupts import interrupted_on_call
 

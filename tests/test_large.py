@@ -10,12 +10,15 @@ import pytest
 import torch
 import torchvision
 
-from atlib import engine, experiments
-from atlib.config import RunConfig
 from atlib.methods import method_terms
 from atlib.models import build_model
 from atlib.models.pretrained import TORCHVISION_FILES, WeightsError, load_pretrained
-from atlib.store import RunStore
+from atlib.paper.grids import LARGE_TABLES, table4, table5
+from atlib.paper.settings import Settings
+from atlib.paper.suite import config_for
+from atlib.training import engine
+from atlib.training.config import RunConfig
+from atlib.training.store import RunStore
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -105,16 +108,16 @@ def test_cub_and_imagenet_protocols(tiny_cub, tiny_folder, tmp_path):
 
 
 def test_table5_grid_adds_at_at_sixty_percent():
-    s = experiments.Settings(imagenet_root="/x", epochs=None)
-    cells = {(c.row, c.column): c for c in experiments.table5()}
-    paper_at = experiments.config_for(cells[("ResNet-18 + AT (last 2 groups from epoch 60)", "top-1")], s, 0)
+    s = Settings(imagenet_root="/x", epochs=None)
+    cells = {(c.row, c.column): c for c in table5()}
+    paper_at = config_for(cells[("ResNet-18 + AT (last 2 groups from epoch 60)", "top-1")], s, 0)
     assert paper_at.epochs == 100 and paper_at.lr_milestones == [30, 60, 90] and paper_at.batch_size == 256
     assert paper_at.terms["at"]["start_epoch"] == 60 and paper_at.terms["at"]["groups"] == [2, 3]
-    code_at = experiments.config_for(cells[("ResNet-18 + AT (all groups from epoch 0, as the released code)",
-                                            "top-1")], s, 0)
+    code_at = config_for(cells[("ResNet-18 + AT (all groups from epoch 0, as the released code)",
+                                "top-1")], s, 0)
     assert "start_epoch" not in code_at.terms["at"] and "groups" not in code_at.terms["at"]
-    t4 = {(c.row, c.column): experiments.config_for(c, experiments.Settings(cub_root="/c"), 0)
-          for c in experiments.table4()}
+    t4 = {(c.row, c.column): config_for(c, Settings(cub_root="/c"), 0)
+          for c in table4()}
     assert t4[("AT", "CUB")].freeze_bn and t4[("AT", "CUB")].freeze_groups == 1
     assert t4[("AT", "CUB")].pretrained == "imagenet" and t4[("AT", "CUB")].dataset == "cub"
     assert t4[("teacher ResNet-34", "Scenes")].dataset == "folder"
@@ -181,8 +184,8 @@ def test_table4_and_table5_notebooks_on_tiny_folders(tiny_cub, tiny_folder, weig
     then the report's Table 4/5 tables and Figure 7a / Figure 6 images."""
     import pandas as pd
 
-    from atlib import report
-    from atlib.pipeline import run_sequence
+    from atlib.paper import report
+    from atlib.paper.pipeline import run_sequence
     from tiny_images import make_image_folder
 
     imagenet = make_image_folder(tmp_path / "imagenet", classes=tuple("abcdefg"), per_class_train=4,
@@ -192,11 +195,11 @@ def test_table4_and_table5_notebooks_on_tiny_folders(tiny_cub, tiny_folder, weig
                  "results_dir": str(tmp_path)}
     run_sequence("smoke", overrides=overrides, only=["07", "08"], progress=False, log=lambda _m: None)
     root = tmp_path / "smoke"
-    for table, grid in experiments.LARGE_TABLES.items():
+    for table, grid in LARGE_TABLES.items():
         summary = pd.read_csv(root / "tables" / f"{table}.csv")
         assert list(zip(summary["row"], summary["column"])) == [(c.row, c.column) for c in grid()]
         assert summary["ours_median"].between(0, 100).all(), table
-    settings = experiments.Settings(**{**overrides, "profile": "smoke", "dataset": "sample"})
+    settings = Settings(**{**overrides, "profile": "smoke", "dataset": "sample"})
     figures = report.large_image_figures(settings)
     assert set(figures) == {"Figure 7a: ImageNet top-5 error vs epoch", "Figure 6 style: top-level attention on CUB",
                             "Figure 6 style: top-level attention on Scenes"}

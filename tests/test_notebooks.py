@@ -13,9 +13,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from atlib import experiments
-from atlib.pipeline import ALL_NOTEBOOKS, DEMO_NOTEBOOKS, NOTEBOOK_DIR, NOTEBOOKS, PROFILE_DIR, SEQUENCE_KEY, \
-    ParameterError, PipelineError, check_parameters, notebook_parameters, run_sequence
+from atlib.paper.grids import TABLES
+from atlib.paper.pipeline import (ALL_NOTEBOOKS, DEMO_NOTEBOOKS, NOTEBOOKS, NOTEBOOK_DIR, ParameterError, PipelineError,
+                                  SEQUENCE_KEY, check_parameters, notebook_parameters, run_sequence)
+from atlib.paper.settings import PROFILE_DIR, Settings, settings_from_profile
+from atlib.paper.suite import run_id_for, teacher_config
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -55,7 +57,7 @@ def test_profiles_cover_every_parameter():
         profile = yaml.safe_load((PROFILE_DIR / f"{name}.yaml").read_text())
         profile.pop(SEQUENCE_KEY, None)  # read by the pipeline, not a notebook parameter
         assert set(profile) == keys
-        settings = experiments.Settings(**{k: v for k, v in profile.items()})
+        settings = Settings(**{k: v for k, v in profile.items()})
         assert settings.follows_protocol == (name in ("one-seed", "paper")), name
     assert yaml.safe_load((PROFILE_DIR / "paper.yaml").read_text())["seeds"] == [0, 1, 2, 3, 4]
 
@@ -118,7 +120,7 @@ def test_smoke_sequence_end_to_end(tmp_path):
         assert (root / "notebooks" / name).exists()
         assert f"{name} done" in proc.stdout
 
-    for table, grid in experiments.TABLES.items():
+    for table, grid in TABLES.items():
         summary = pd.read_csv(root / "tables" / f"{table}.csv")
         expected = [(c.row, c.column) for c in grid()]
         assert list(zip(summary["row"], summary["column"])) == expected, table
@@ -142,7 +144,7 @@ def test_smoke_sequence_end_to_end(tmp_path):
     assert report.splitlines()[0].startswith("**These numbers are not comparable to the paper's")
     for p in figures:
         assert f"(figures/{p.name})" in report
-    for table in experiments.TABLES:
+    for table in TABLES:
         assert f"(tables/{table}.csv)" in report
 
     # re-running continues: every run is finished, nothing is retrained
@@ -160,7 +162,7 @@ def test_main_job_builds_the_report_from_the_committed_runs(tmp_path):
     estimate; every finished run's provenance is shown."""
     import shutil
 
-    from atlib.store import RunStore
+    from atlib.training.store import RunStore
     shutil.copytree(REPO / "results" / "one-seed" / "runs", tmp_path / "one-seed" / "runs")
     before = {p: p.read_bytes() for p in (tmp_path / "one-seed" / "runs").rglob("*") if p.is_file()}
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": ""}
@@ -169,16 +171,16 @@ def test_main_job_builds_the_report_from_the_committed_runs(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     root = tmp_path / "one-seed"
     assert before == {p: p.read_bytes() for p in (root / "runs").rglob("*") if p.is_file()}  # nothing trained
-    settings = experiments.settings_from_profile("one-seed", results_dir=str(tmp_path))
+    settings = settings_from_profile("one-seed", results_dir=str(tmp_path))
     store = RunStore(settings.store_root)
     report = (root / "REPORT.md").read_text()
     assert report.splitlines()[0].startswith("Profile `one-seed`: the authors' protocol")
     finished = 0
-    for name, grid in experiments.TABLES.items():
+    for name, grid in TABLES.items():
         summary = pd.read_csv(root / "tables" / f"{name}.csv", keep_default_na=False)
         table_md = (root / "tables" / f"{name}.md").read_text()
         for cell, r in zip(grid(), summary.itertuples()):
-            run_id = experiments.run_id_for(cell, settings, 0)
+            run_id = run_id_for(cell, settings, 0)
             if store.status(run_id) == "finished":
                 finished += 1
                 assert float(r.ours_median) == store.read_record(run_id)["test_error"]
@@ -189,7 +191,7 @@ def test_main_job_builds_the_report_from_the_committed_runs(tmp_path):
                 assert "GPU-min" in table_md
         assert table_md.strip() in report
     assert finished >= 2  # the committed WRN-16-2 teacher: Table 1's teacher cell and the WRN-16-2 student cell
-    teacher = store.read_record(experiments.teacher_config("wrn-16-2", settings).run_id())
+    teacher = store.read_record(teacher_config("wrn-16-2", settings).run_id())
     assert teacher["environment"]["device_name"] in report
     assert "## The paper's claims" in report and "## Where each run was trained" in report
     assert (root / "figures" / "fig4_attention_functions.png").exists()

@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from atlib.losses import at_loss, input_gradient, kd_loss, min_l2_loss, gradient_at_loss, symmetry_loss
-from atlib.models import nin, wrn
 from atlib import objective
-from atlib.objective import TERMS, BatchContext, batch_independent, build_objective
+from atlib.losses import at_loss, gradient_at_loss, input_gradient, kd_loss, min_l2_loss, symmetry_loss
+from atlib.models import nin, wrn
+from atlib.objective import BatchContext, TERMS, batch_independent, build_objective
 
 torch.manual_seed(0)
 STUDENT, TEACHER = wrn(10, 1), wrn(10, 2)

@@ -6,10 +6,15 @@ import math
 import pytest
 import torch
 
-from atlib import cli, engine, experiments, report
+from atlib import cli
 from atlib.models import build_model
-from atlib.experiments import Settings, config_for, run_id_for, settings_from_profile, table1, table2
-from atlib.store import RunStore
+from atlib.paper import report
+from atlib.paper.grids import TABLES, groups_ablation, table1, table2, teacher_cells
+from atlib.paper.schedule import run_cells
+from atlib.paper.settings import Settings, settings_from_profile
+from atlib.paper.suite import config_for, run_id_for
+from atlib.training import engine
+from atlib.training.store import RunStore
 
 ENV = {"device": "cuda", "device_name": "NVIDIA H200", "torch": "2.11.0+cu130", "cuda": "13.0", "cudnn": 91200,
        "precision": "fp32", "tf32_conv": True, "commit": "abc1234", "cuda_graph": True, "channels_last": True}
@@ -49,15 +54,15 @@ def test_training_policy(tmp_path):
 def test_run_cells_trains_nothing_where_not_allowed(tmp_path, monkeypatch):
     settings = one_seed(tmp_path)
     monkeypatch.setattr(engine, "train", lambda *a, **k: pytest.fail("must not train"))
-    teacher = experiments.teacher_cells()[0]
+    teacher = teacher_cells()[0]
     finish(settings, teacher, 6.0)
-    records = experiments.run_cells([teacher, table1()[0]], settings, log=lambda _m: None)
+    records = run_cells([teacher, table1()[0]], settings, log=lambda _m: None)
     assert records[0]["test_error"] == 6.0 and records[1] is None
 
 
 def test_missing_cells_carry_a_command_that_trains_exactly_them(tmp_path):
     settings = one_seed(tmp_path)
-    cells = [c for grid in experiments.TABLES.values() for c in grid()]
+    cells = [c for grid in TABLES.values() for c in grid()]
     missing = report.missing_runs(cells, settings)
     assert len(missing) == len({run_id_for(c, settings, 0) for c in cells})
     for m in missing:
@@ -89,7 +94,7 @@ def test_in_progress_cell_shows_its_epoch_and_a_smaller_estimate(tmp_path):
 
 def test_provenance_of_a_finished_run(tmp_path):
     settings = one_seed(tmp_path)
-    teacher = experiments.teacher_cells()[0]
+    teacher = teacher_cells()[0]
     run_id = finish(settings, teacher, 6.07)
     rows = report.provenance_rows([teacher], settings)
     assert len(rows) == 1
@@ -121,7 +126,7 @@ def test_claims_verdicts(tmp_path):
     assert f["verdict"] == "agrees"  # F_sum^2 is Table 1's AT run: 7.9, the lowest of the four
     assert "F_sum^2: 7.90" in f["evidence"]
 
-    g = cells_of(experiments.groups_ablation)
+    g = cells_of(groups_ablation)
     for row, error in (("group 1", 8.1), ("group 2", 7.95), ("group 3", 7.97)):
         finish(settings, g[(row, "error")], error)
     assert report.claims(settings)[2]["verdict"] == "agrees"  # groups 1-3 is the AT run: 7.9
@@ -151,7 +156,7 @@ def test_claims_with_several_seeds_show_n_and_spread(tmp_path):
 def test_paper_profile_reads_and_writes_runs_in_the_one_seed_store(tmp_path):
     paper = settings_from_profile("paper", results_dir=str(tmp_path), device="cpu")
     assert paper.store_root == tmp_path / "one-seed" and paper.root == tmp_path / "paper"
-    teacher = experiments.teacher_cells()[0]
+    teacher = teacher_cells()[0]
     finish(one_seed(tmp_path), teacher, 6.07)
     summary = report.summarize(report.collect([teacher], paper))
     assert summary["n"][0] == 1 and summary["status"][0] == "4 of 5 seeds not run yet"

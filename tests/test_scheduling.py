@@ -1,18 +1,20 @@
-"""GPU scheduling as data: which runs train together (``experiments.schedule``), the plan and its estimate
-(``atlib.plan``, ``atlib plan``), ``run_cells`` training a cohort, and ``StepRunner``'s eager bookkeeping."""
+"""GPU scheduling as data: which runs train together (``schedule``), the plan and its estimate
+(``atlib.paper.plan``, ``atlib plan``), ``run_cells`` training a cohort, and ``StepRunner``'s eager bookkeeping."""
 
 import json
 
 import pytest
 import torch
 
-from atlib import experiments
 from atlib.cli import main
-from atlib.config import RunConfig
-from atlib.experiments import Settings, schedule
 from atlib.methods import method_terms
-from atlib.plan import estimate, format_plan, load_rates, plan_groups, shape_key
-from atlib.steps import StepRunner, zero_momentum
+from atlib.paper.grids import table2
+from atlib.paper.plan import estimate, format_plan, load_rates, plan_groups, shape_key
+from atlib.paper.schedule import run_cells, schedule
+from atlib.paper.settings import Settings
+from atlib.paper.suite import run_id_for
+from atlib.training.config import RunConfig
+from atlib.training.steps import StepRunner, zero_momentum
 
 
 def _run(student="wrn-16-1", method="at", teacher_arch="wrn-16-2", seed=0, **extra):
@@ -70,11 +72,11 @@ def test_plan_command(tmp_path, capsys):
 def test_run_cells_trains_a_cohort(tmp_path):
     settings = Settings(profile="t", dataset="sample", epochs=1, train_subset=128, test_subset=100,
                         device="cpu", results_dir=str(tmp_path), progress=False, cohort=8)
-    cells = experiments.table2()  # 7 WRN-16-1 rows: the student and six AT variants (and the WRN-16-2 teacher)
-    records = experiments.run_cells(cells, settings, log=lambda _m: None)
+    cells = table2()  # 7 WRN-16-1 rows: the student and six AT variants (and the WRN-16-2 teacher)
+    records = run_cells(cells, settings, log=lambda _m: None)
     assert len(records) == 7
     assert {r["environment"]["cohort"]["size"] for r in records} == {7}
-    assert [r["run_id"] for r in records] == [experiments.run_id_for(c, settings, 0) for c in cells]
+    assert [r["run_id"] for r in records] == [run_id_for(c, settings, 0) for c in cells]
 
 
 def test_step_runner_sums_statistics_eagerly():

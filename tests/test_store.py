@@ -1,4 +1,4 @@
-"""Tests for atlib.store (the on-disk results store)."""
+"""Tests for atlib.training.store (the on-disk results store)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,9 @@ import os
 import pytest
 import torch
 
-from atlib import store as store_mod
-from atlib.store import (
-    CorruptCheckpointError,
-    RunStore,
-    StoreError,
-    atomic_write_bytes,
-    config_hash,
-    make_run_id,
-)
+from atlib.training import store as store_mod
+from atlib.training.store import (CorruptCheckpointError, RunStore, StoreError, atomic_write_bytes, config_hash,
+                                  make_run_id)
 
 CFG = {"model": "wrn-16-1", "teacher": "wrn-16-2", "beta": 1000.0, "seed": 0, "epochs": [60, 120, 160]}
 

@@ -27,15 +27,15 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..data import (FOLDER_KINDS, ImageSet, eval_batches, folder_batches, load_dataset, load_folders, to_device,
+                    train_batches)
+from ..losses import full_precision
+from ..models import build_model, count_parameters, external
+from ..models.pretrained import WeightsError, freeze, load_pretrained, read_state_dict, set_train_mode
+from ..objective import Objective, build_objective
 from . import claims, deadline
 from .config import RunConfig
-from .data import FOLDER_KINDS, ImageSet, eval_batches, folder_batches, load_dataset, load_folders, to_device, \
-    train_batches
 from .distributed import Dist, all_reduce_sum, average_gradients, barrier, setup, teardown
-from .models import build_model, count_parameters, external
-from .models.pretrained import WeightsError, freeze, load_pretrained, read_state_dict, set_train_mode
-from .losses import full_precision
-from .objective import Objective, build_objective
 from .steps import StepRunner, zero_momentum
 from .store import RunStore, StoreError
 
@@ -231,7 +231,7 @@ def make_optimizer(params, config: RunConfig, device: torch.device, fused: bool 
 
 def make_step(student: nn.Module, teacher: nn.Module | None, objective: Objective, optimizer,
               config: RunConfig, device: torch.device, ctx: Dist = Dist()):
-    """The step body of one run (see ``atlib.steps``): one SGD step on ``(x, y)``, returning the batch's sums of
+    """The step body of one run (see ``steps``): one SGD step on ``(x, y)``, returning the batch's sums of
     the loss, every term and detail, and the number of wrong predictions."""
     extra = [p for p in objective.parameters() if p.requires_grad]  # F-ActT adapters: not inside DDP
 
@@ -367,7 +367,7 @@ def train_steps(config: RunConfig, results: Path, progress: bool, restart: bool,
                 ctx: Dist = Dist(), graph: bool | None = None, channels_last: bool | None = None,
                 concurrent: int = 1):
     """``train``'s work as a generator on a resolved device: yields ``STEP`` after every SGD step and ``EPOCH``
-    after every recorded epoch, returns the record. ``atlib.concurrent`` interleaves several of these, each on its
+    after every recorded epoch, returns the record. ``training.concurrent`` interleaves several of these, each on its
     own CUDA stream (``concurrent``: how many, noted in the records); ``train`` runs one to the end. All device work
     is queued on the current stream."""
     log = log or (lambda _msg: None)
@@ -462,7 +462,7 @@ def train_steps(config: RunConfig, results: Path, progress: bool, restart: bool,
             if bar is not None:
                 bar.close()
         if device.type == "cuda":
-            torch.cuda.current_stream(device).synchronize()  # this run's work only (see atlib.concurrent)
+            torch.cuda.current_stream(device).synchronize()  # this run's work only (see atlib.training.concurrent)
         train_seconds = time.perf_counter() - t0
         test = evaluate(student, source, config, device, ctx)
         if not math.isfinite(test["test_loss"]):
@@ -483,7 +483,7 @@ def train_steps(config: RunConfig, results: Path, progress: bool, restart: bool,
                 f"{row['train_error']:.2f}%, test error {row['test_error']:.2f}%, {row['images_per_s']:.0f} img/s")
         if not ctx.enabled:  # (processes could disagree on the time left)
             deadline.check(run_id, time.perf_counter() - epoch_start, epoch + 1, config.epochs)
-            claims.check(run_id)  # taken over by another process (see atlib.claims): stop at this boundary
+            claims.check(run_id)  # taken over by another process (see atlib.training.claims): stop at this boundary
         yield EPOCH
 
     if not ctx.is_main:
@@ -537,7 +537,7 @@ def code_commit() -> str:
     (with ``+dirty`` when the code, ``CODE_PATHS``, differs from it), else ``"unknown"``."""
     if os.environ.get("ATLIB_COMMIT"):
         return os.environ["ATLIB_COMMIT"]
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # the repository (atlib/training/engine.py)
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
                               timeout=10)

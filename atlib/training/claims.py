@@ -1,6 +1,5 @@
-"""Several processes drain one profile's suite together: one per GPU on a machine, or one per machine on a shared
-filesystem (a SLURM job array). ``python -m atlib work --profile paper`` in each; launching stays with the usual
-tools (README "Many GPUs or machines").
+"""Claims on runs in a shared store, so that several processes can drain one suite together
+(``atlib.paper.workers``, ``python -m atlib work``).
 
 A process **claims** a run before training it: ``runs/<id>/claim.json`` created with ``O_EXCL`` (atomic; exactly one
 process gets it), holding who owns it. While the run trains, a heartbeat thread refreshes the file's modification time
@@ -25,9 +24,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Callable
 
-from .experiments import Settings, suite_jobs
 from .store import RunStore
 
 logger = logging.getLogger(__name__)
@@ -174,91 +171,11 @@ def check(run_id: str) -> None:
         raise ClaimLost(f"{run_id}: another process took over this run; stopping here (its checkpoint is kept)")
 
 
-# -- the worker ----------------------------------------------------------------------------------------------------
-def suite(settings: Settings) -> list:
-    """The runs a worker trains for these settings, teachers first: the paper's CIFAR suite (and the large-image
-    tables whose data is set), or the CPU demo's runs for a profile that borrows its teachers."""
-    from .experiments import LARGE_TABLES, TABLES, data_available, teacher_cells
-    if settings.teachers_from is not None:
-        from .demo import cells
-        chosen = cells()
-    else:
-        chosen = [c for grid in TABLES.values() for c in grid()] + teacher_cells()
-        chosen += [c for grid in LARGE_TABLES.values() for c in grid() if data_available(c, settings)]
-    teachers, students = suite_jobs(chosen, settings)
-    return teachers + students
-
-
-def demo_channels_last(settings: Settings) -> bool | None:
-    """The memory layout ``demo.train`` asks for, for the demo's runs (None: the engine's default)."""
-    if settings.teachers_from is None:
-        return None
-    from .demo import CHANNELS_LAST
-    return CHANNELS_LAST
-
-
-def work(settings: Settings, name: str | None = None, stale_after: float = STALE_S, heartbeat: float = HEARTBEAT_S,
-         poll: float = 5.0, log: Callable[[str], None] = logger.info) -> list[str]:
-    """Train the suite's runs that no live process holds, one at a time, until every run is finished (waiting while
-    the rest are held by others or wait for their teacher). Returns the run ids this process finished."""
-    from .engine import TrainingError, train
-    from .experiments import check_borrowed_teachers
-    name = name or f"{socket.gethostname()}:{os.getpid()}"
-    if not settings.trains_missing():
-        raise ValueError(f"profile {settings.profile!r} does not train here (train: {settings.train!r}, device "
-                         f"{settings.device!r}: the authors' 200-epoch runs train on GPUs only); pass --device cuda, "
-                         f"or --train yes")
-    store = RunStore(settings.store_root)
-    jobs = suite(settings)
-    if settings.teachers_from is not None:
-        from .demo import cells
-        check_borrowed_teachers(cells(), settings)
-    ids = [c.run_id(teacher_label=c.teacher_arch) for c in jobs]
-    channels_last = demo_channels_last(settings)
-    mine: list[str] = []
-    failed: dict[str, str] = {}  # run id -> why (this worker does not try them again, nor their students)
-    while True:
-        left = [(c, i) for c, i in zip(jobs, ids) if i not in failed and store.status(i) != "finished"]
-        for config, run_id in left:
-            if config.teacher in failed:
-                failed[run_id] = f"its teacher {config.teacher} failed"
-        left = [(c, i) for c, i in left if i not in failed]
-        if not left:
-            done = sum(store.status(i) == "finished" for i in ids)
-            if failed:
-                reasons = "; ".join(f"{i}: {why}" for i, why in failed.items())
-                raise TrainingError(f"{name}: {len(failed)} run(s) failed here ({reasons}); {done} of {len(ids)} "
-                                    f"finished")
-            log(f"{name}: all {len(ids)} runs finished ({len(mine)} by this process)")
-            return mine
-        trained = False
-        for config, run_id in left:
-            if config.teacher is not None and config.teacher_store is None and \
-                    store.status(config.teacher) != "finished":
-                continue  # its teacher is still training (here or elsewhere)
-            claim = try_claim(store, run_id, name, stale_after, heartbeat)
-            if claim is None:
-                continue
-            with claim:
-                if store.status(run_id) == "finished":  # finished by another process between our two looks
-                    continue
-                log(f"{name}: training {run_id}")
-                _held[run_id] = claim
-                try:
-                    record = train(config, results=settings.store_root, progress=settings.progress, log=log,
-                                   channels_last=channels_last)
-                except ClaimLost as e:
-                    log(str(e))
-                    continue
-                except Exception as e:  # noqa: BLE001 - one failing run must not stop the others
-                    failed[run_id] = f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
-                    logger.error(f"{name}: {run_id} failed ({failed[run_id]}); going on with the others")
-                    continue
-                finally:
-                    _held.pop(run_id, None)
-                mine.append(run_id)
-                log(f"{name}: finished {run_id}: test error {record['test_error']:.2f}%")
-            trained = True
-            break  # look again from the top: teachers first
-        if not trained:
-            time.sleep(poll)
+@contextlib.contextmanager
+def holding(run_id: str, claim: Claim):
+    """While training ``run_id`` under ``claim``: the engine's ``check(run_id)`` stops it if the claim is lost."""
+    _held[run_id] = claim
+    try:
+        yield claim
+    finally:
+        _held.pop(run_id, None)

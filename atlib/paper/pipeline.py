@@ -14,13 +14,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .experiments import load_profile
+from .settings import REPO_ROOT, ProfileError, load_profile, profile_path
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
-PROFILE_DIR = REPO_ROOT / "profiles"
 NOTEBOOKS = [
     "01-tutorial.ipynb",
     "02-teachers.ipynb",
@@ -44,18 +42,6 @@ class PipelineError(RuntimeError):
 
 class ParameterError(PipelineError, ValueError):
     """A bad profile or parameter, reported before any notebook runs."""
-
-
-def profile_path(profile: str) -> Path:
-    """``smoke`` -> ``profiles/smoke.yaml``; a path to a YAML file is used as it is."""
-    path = Path(profile)
-    if path.suffix in (".yaml", ".yml") and path.is_file():
-        return path
-    path = PROFILE_DIR / f"{profile}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
-        raise ParameterError(f"unknown profile {profile!r}; expected one of {known} or a path to a YAML file")
-    return path
 
 
 def notebook_parameters(notebook: Path) -> dict[str, Any]:
@@ -89,7 +75,10 @@ def run_sequence(profile: str = "one-seed", overrides: dict[str, Any] | None = N
                  progress: bool = True, log: Callable[[str], None] = logger.info) -> Path:
     """Run the profile's notebooks (its ``notebooks:`` list, else the paper's sequence; or those whose names start
     with one of ``only``) with the profile's parameters. Returns ``results/<profile>``."""
-    parameters = {**load_profile(profile_path(profile)), **(overrides or {})}
+    try:
+        parameters = {**load_profile(profile_path(profile)), **(overrides or {})}
+    except ProfileError as e:
+        raise ParameterError(str(e)) from None
     sequence = parameters.pop(SEQUENCE_KEY, None)
     if sequence is None:
         sequence = NOTEBOOKS

@@ -1,15 +1,15 @@
-"""Cohort training (atlib.cohort): K WRNs as one grouped network compute exactly what K separate WRNs compute."""
+"""The grouped network (``atlib.training.grouped_wrn``): K WRNs as one network compute exactly what K WRNs compute."""
 
 import copy
 
 import pytest
 import torch
 
-from atlib.cohort import (CohortWRN, cohort_losses, pack, split_groups, stack_inputs, unpack, unpack_grads,
-                          validate_cohort_specs)
 from atlib.losses import cross_entropy
 from atlib.models.wrn import WideResNet, wrn
 from atlib.objective import build_objective
+from atlib.training.grouped_wrn import (CohortWRN, cohort_losses, pack, split_groups, stack_inputs, unpack,
+                                        unpack_grads, validate_cohort_specs)
 
 B, K, CLASSES = 4, 3, 10
 

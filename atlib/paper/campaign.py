@@ -4,8 +4,8 @@
 
 GPU time reaches this project in windows of minutes, so the suite advances window by window: each call trains the
 next groups until its deadline, stops at an epoch boundary (every unfinished run keeps a checkpoint of a whole
-epoch, see ``atlib.deadline``) and says what it finished and where each unfinished run stands. ``campaign pack``
-and ``campaign import`` (``atlib.packs``) carry the runs between the GPU machine and the checkout, where they are
+epoch, see ``training.deadline``) and says what it finished and where each unfinished run stands. ``campaign pack``
+and ``campaign import`` (``atlib.paper.packs``) carry the runs between the GPU machine and the checkout, where they are
 committed, so that the next window continues where this one stopped.
 
 Value order (``STAGES``; for every seed of the profile in turn, so the ``paper`` profile completes seed 0 first):
@@ -17,7 +17,7 @@ Value order (``STAGES``; for every seed of the profile in turn, so the ``paper``
 
 The paper's headline comparison goes first of all (``HEADLINE``): the WRN-16-1 AT and student runs from the WRN-16-2
 teacher, as single runs (about 4-5 GPU-minutes each on an H200), so that even one window answers the paper's main
-question; the rest is grouped as ``experiments.schedule`` groups any suite (cohorts of WRN-16-1 students on a GPU).
+question; the rest is grouped as ``schedule.schedule`` groups any suite (cohorts of WRN-16-1 students on a GPU).
 """
 
 from __future__ import annotations
@@ -26,19 +26,21 @@ import logging
 from dataclasses import dataclass
 from typing import Callable
 
-from . import deadline
-from .config import RunConfig
-from .deadline import DeadlineReached, epoch_deadline
-from .experiments import (CIFAR_TEACHERS, MIN_COHORT, Cell, Settings, cohort_size, concurrent_size, groups_ablation,
-                          is_cohort, schedule, table1_row, table2, table3, teacher_cells, teacher_config)
-from .store import RunStore, StoreError
+from ..training import deadline
+from ..training.config import RunConfig
+from ..training.deadline import DeadlineReached, epoch_deadline
+from ..training.store import RunStore, StoreError
+from .grids import CIFAR_TEACHERS, Cell, groups_ablation, table1_row, table2, table3, teacher_cells
+from .schedule import MIN_COHORT, cohort_size, concurrent_size, is_cohort, schedule
+from .settings import Settings
+from .suite import teacher_config
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Stage:
-    """A step of the value order: teachers (keys of ``experiments.TEACHERS``), then the cells that need them."""
+    """A step of the value order: teachers (keys of ``grids.TEACHERS``), then the cells that need them."""
 
     name: str
     teachers: tuple[str, ...]
@@ -75,7 +77,7 @@ class Job:
 def jobs(settings: Settings) -> list[Job]:
     """Every run of the suite once, in value order: seed by seed, stage by stage, teachers first (students learn
     from the teacher of the first seed; a teacher's other seeds are Table 1's teacher column)."""
-    from .experiments import config_for
+    from .suite import config_for
     settings.check_paper_suite("campaign")
     out, seen = [], set()
     for seed in settings.seeds:
@@ -91,7 +93,7 @@ def jobs(settings: Settings) -> list[Job]:
 
 
 def headline_jobs(settings: Settings) -> list[Job]:
-    from .experiments import config_for
+    from .suite import config_for
     row = table1_row("WRN-16-1 / WRN-16-2")
     seed = settings.seeds[0]
     return [Job(STAGES[0].name, seed, config_for(row[column], settings, seed)) for column in HEADLINE]
@@ -133,7 +135,7 @@ class Group:
 
 def groups(settings: Settings) -> list[Group]:
     """What is left to train, in training order: the headline runs alone, then each stage's teachers and students
-    grouped by ``experiments.schedule`` (a cohort's members must stand at one epoch: it resumes only as a whole)."""
+    grouped by ``schedule.schedule`` (a cohort's members must stand at one epoch: it resumes only as a whole)."""
     store = RunStore(settings.store_root)
     left = [j for j in jobs(settings) if store.status(j.run_id) != "finished"]
     # the headline runs (after their teacher), one by one
@@ -175,9 +177,9 @@ def _same_epoch(cohort: list[Job], store: RunStore) -> list[Group]:
 
 
 def train_group(group: Group, settings: Settings, log: Callable[[str], None]) -> list[dict]:
-    from .cohort_training import train_cohort
-    from .concurrent import train_concurrently
-    from .engine import train
+    from ..training.cohorts import train_cohort
+    from ..training.concurrent import train_concurrently
+    from ..training.engine import train
     configs = [j.config for j in group.jobs]
     common = dict(results=settings.store_root, progress=settings.progress, log=log)
     if group.kind == "single":

@@ -38,10 +38,10 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from . import losses
-from .attention import attention_map, resize_map
-from .models.wrn import PreActBlock, WideResNet
-from .objective import validate_spec
+from .. import losses
+from ..attention import attention_map, resize_map
+from ..models.wrn import PreActBlock, WideResNet
+from ..objective import validate_spec
 
 COHORT_TERMS = ("ce", "kd", "at")
 

@@ -1,13 +1,13 @@
-"""Cohort training (``atlib.cohort_training``) is K ordinary runs: same run ids, same records, same weights as
+"""Cohort training (``atlib.training.cohorts``) is K ordinary runs: same run ids, same records, same weights as
 training each member alone (float64, to 1e-10), resumable as a cohort or member by member."""
 
 import pytest
 
-from atlib import engine
-from atlib.cohort_training import cohort_key, train_cohort
-from atlib.config import RunConfig
 from atlib.methods import method_terms
-from atlib.store import RunStore
+from atlib.training import engine
+from atlib.training.cohorts import cohort_key, train_cohort
+from atlib.training.config import RunConfig
+from atlib.training.store import RunStore
 from teacher_runs import copy_teacher, train_teacher
 from interrupts import interrupted_on_call
 
@@ -69,7 +69,7 @@ def test_shared_batches_equal_own_batches_when_seeds_match(teacher, tmp_path, fl
 
 
 def test_interrupted_cohort_resumes_as_cohort_and_member_alone(teacher, tmp_path, float64):
-    import atlib.cohort_training as ct
+    import atlib.training.cohorts as ct
     for name in ("full", "cut", "cut_single"):
         copy_teacher(teacher, tmp_path / name)
     cfgs = _members(teacher[1])

@@ -10,9 +10,9 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from .data import DATASET_NAMES, FOLDER_KINDS
-from .models import canonical_name, parse_model_name
-from .objective import TERMS, validate_spec
+from ..data import DATASET_NAMES, FOLDER_KINDS
+from ..models import canonical_name, parse_model_name
+from ..objective import TERMS, validate_spec
 from .store import make_run_id
 
 # Fields that say where/how a run executes, not what it computes: left out of the run id.

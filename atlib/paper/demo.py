@@ -5,7 +5,7 @@ NOT the paper's protocol. A WRN-16-1 student learns from the committed WRN-16-2 
 images, 1,000 test images) for a few epochs; student alone, AT, KD and AT+KD, several seeds. The profile file says
 why its sizes are what they are.
 
-- ``cells``: the four runs as table cells (``experiments.run_cells`` trains them, resumes them, skips finished ones).
+- ``cells``: the four runs as table cells (``schedule.run_cells`` trains them, resumes them, skips finished ones).
 - ``per_seed`` / ``paired``: the test error of every run by seed, and each method's paired difference to the
   student of the same seed (same initialisation seed, same data order), with how many seeds it helped in.
 - ``curves_figure`` (test error vs epoch, mean and range over seeds), ``maps_figure`` (Figure 6 style: student, AT
@@ -21,8 +21,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from .experiments import TEACHERS, Cell, Settings, _cell, run_id_for, teacher_config
-from .store import RunStore
+from ..training.store import RunStore
+from .grids import TEACHERS, Cell, _cell
+from .settings import Settings
+from .suite import run_id_for, teacher_config
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +44,7 @@ def cells() -> list[Cell]:
 def check(settings: Settings) -> None:
     """ValueError (one line) unless the settings borrow a finished teacher (``teachers_from``): the demo never
     trains its teacher. ``MissingTeacherError`` (with the command that trains it) if it is not there."""
-    from .experiments import check_borrowed_teachers
+    from .suite import check_borrowed_teachers
     if settings.teachers_from is None:
         raise ValueError("the CPU demo learns from another profile's finished teacher: set teachers_from (the "
                          "cpu-demo profile uses one-seed)")
@@ -82,7 +84,7 @@ def _test_images(settings: Settings) -> str:
 
 
 # -- training ------------------------------------------------------------------------------------------------------
-# Channels-last (NHWC) activations: the same arithmetic in another memory layout (tests/test_cohort_training.py),
+# Channels-last (NHWC) activations: the same arithmetic in another memory layout (tests/test_cohorts.py),
 # measured 1.34x faster for a WRN-16-1 training step and 1.17x for one with the WRN-16-2 teacher on 2 CPU cores (fp32,
 # batch 128). engine.train keeps NCHW on CPUs by default; the demo asks for NHWC.
 CHANNELS_LAST = True
@@ -92,8 +94,9 @@ def train(settings: Settings, log=logger.info) -> list[dict | None]:
     """Train (or load, or resume) the demo's runs seed by seed (student, AT, KD, AT+KD of one seed before the next
     seed), so an interrupted demo has whole seeds first. Where ``settings.trains_missing()`` is false only the
     finished runs are returned (None for the others). Records seed by seed, each seed in ``COLUMNS`` order."""
-    from .engine import train as train_run
-    from .experiments import _stored_records, config_for
+    from ..training.engine import train as train_run
+    from .schedule import _stored_records
+    from .suite import config_for
     check(settings)
     demo_cells = cells()
     if not settings.trains_missing():
@@ -242,7 +245,7 @@ def curves_figure(settings: Settings) -> Path | None:
 
 def teacher_model(settings: Settings):
     """The borrowed teacher (eval mode, CPU)."""
-    from .engine import model_from_state
+    from ..training.engine import model_from_state
     theirs = settings.teacher_settings()
     store = RunStore(theirs.store_root)
     return model_from_state(TEACHERS[TEACHER][0], store.load_weights(teacher_config(TEACHER, theirs).run_id()))
@@ -251,7 +254,7 @@ def teacher_model(settings: Settings):
 def maps_figure(settings: Settings, count: int = 5) -> Path | None:
     """Figure 6 style: top-level attention maps (F_sum^2) of the student, the AT student (first seed) and the
     teacher on the same test images of the embedded sample; None until the student and AT runs are finished."""
-    from .data import normalize
+    from ..data import normalize
     from .report import example_images, figure_attention_comparison, load_trained
     seed = settings.seeds[MAP_SEED_INDEX]
     store = RunStore(settings.store_root)

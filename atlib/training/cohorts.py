@@ -3,8 +3,8 @@
     records = train_cohort([config_student, config_at, config_kd], results="results")
 
 On a GPU a CIFAR WRN-16-1 step at batch 128 is bound by kernel launches, not arithmetic; a cohort of K runs makes
-each layer one grouped kernel for all K (``atlib.cohort``), and the whole step is captured as one CUDA graph
-(``atlib.steps``). Every member is still an ordinary run: it draws its own batches from its own seeded generator,
+each layer one grouped kernel for all K (``grouped_wrn``), and the whole step is captured as one CUDA graph
+(``steps``). Every member is still an ordinary run: it draws its own batches from its own seeded generator,
 has its own initialisation, teacher, loss terms, BN statistics and momentum, and writes the same files as
 ``engine.train`` (config.json, one metrics line per epoch, checkpoint.pt, weights.pt, record.json) under the same
 run id. Its checkpoints are single-run checkpoints, so an interrupted cohort resumes as a cohort, or its members one
@@ -33,16 +33,17 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .cohort import COHORT_TERMS, CohortWRN, _is_indexed, _student_slice, _take, cohort_loss_vectors, pack, unpack
+from ..losses import full_precision
+from ..models import count_parameters
+from ..objective import build_objective
 from . import deadline
 from .config import RunConfig
 from .distributed import Dist
-from .engine import DEFAULT_RESULTS, TrainingError, _autocast, _device_name, _progress_bar, _rng_state, \
-    _set_rng_state, build_student, channels_last_wanted, epoch_row, finish_run, graph_wanted, make_optimizer, \
-    make_source, prepare, provenance, resolve_device, train
-from .losses import full_precision
-from .models import count_parameters
-from .objective import build_objective
+from .engine import (DEFAULT_RESULTS, TrainingError, _autocast, _device_name, _progress_bar, _rng_state,
+                     _set_rng_state, build_student, channels_last_wanted, epoch_row, finish_run, graph_wanted,
+                     make_optimizer, make_source, prepare, provenance, resolve_device, train)
+from .grouped_wrn import (COHORT_TERMS, CohortWRN, _is_indexed, _student_slice, _take, cohort_loss_vectors, pack,
+                          unpack)
 from .steps import StepRunner, zero_momentum
 from .store import RunStore
 
@@ -168,7 +169,7 @@ class TeacherPass:
 
 def make_cohort_step(cohort: CohortWRN, teacher_pass: TeacherPass, specs, optimizer, precision: str,
                      device: torch.device, state: dict):
-    """The cohort's step body (``atlib.steps``): ``body(x (B, 3K, H, W), ys (B, K))`` -> (K,) statistics.
+    """The cohort's step body (``steps``): ``body(x (B, 3K, H, W), ys (B, K))`` -> (K,) statistics.
     ``state["epoch"]`` selects the active terms; the body stores each student's active term names in
     ``state["active"]``."""
 

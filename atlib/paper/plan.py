@@ -2,7 +2,7 @@
 
     python -m atlib plan --profile paper --rates results/benchmarks/throughput-h200.json
 
-``plan_groups`` lists what ``experiments.run_cells`` will train, group by group (a cohort, a set of concurrent runs
+``plan_groups`` lists what ``schedule.run_cells`` will train, group by group (a cohort, a set of concurrent runs
 or a single run), each with its *shape* (student, teacher, methods, size, shared batches, concurrent).
 ``benchmarks/throughput.py --plan PROFILE`` measures every distinct shape on the GPU (aggregate images/s);
 ``estimate`` turns the two into seconds:
@@ -19,9 +19,12 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from .config import RunConfig
-from .experiments import TABLES, Settings, cohort_size, concurrent_size, is_cohort, schedule, suite_jobs
+from ..training.config import RunConfig
+from .grids import TABLES
 from .pipeline import REPO_ROOT
+from .schedule import cohort_size, concurrent_size, is_cohort, schedule
+from .settings import Settings
+from .suite import suite_jobs
 
 TRAIN_IMAGES = {"cifar10": 50_000, "sample": 2_500}
 TEST_IMAGES = {"cifar10": 10_000, "sample": 1_000}

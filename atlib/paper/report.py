@@ -21,12 +21,13 @@ import matplotlib.ticker  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from .attention import attention_image  # noqa: E402
-from .data import ImageSet, normalize  # noqa: E402
-from .experiments import (FIGURE_6_ROW, FIGURE_6_RUNS, TABLE_TITLES, Cell, Settings, run_id_for,  # noqa: E402
-                          table1_row)
-from .engine import model_from_state  # noqa: E402
-from .store import RunStore  # noqa: E402
+from ..attention import attention_image  # noqa: E402
+from ..data import ImageSet, normalize  # noqa: E402
+from ..training.engine import model_from_state  # noqa: E402
+from ..training.store import RunStore  # noqa: E402
+from .grids import FIGURE_6_ROW, FIGURE_6_RUNS, TABLE_TITLES, Cell, table1_row
+from .settings import Settings
+from .suite import run_id_for
 
 SUMMARY_COLUMNS = ["row", "column", "ours_median", "n", "ours_min", "ours_max", "paper", "ours_minus_paper",
                    "status"]
@@ -112,8 +113,8 @@ def missing_runs(cells: Sequence[Cell], settings: Settings) -> list[dict]:
     """Every unfinished run behind ``cells`` (each run once): cell label, seed, run id, status, epochs done, the
     command that trains it, its estimated GPU seconds (None: nothing comparable measured) and whether its teacher
     is missing too."""
-    from .cli import train_command
-    from .experiments import config_for, teacher_config
+    from ..training.command import train_command
+    from .suite import config_for, teacher_config
     from .plan import measured_rates, run_seconds
     store, rates, out, seen = RunStore(settings.store_root), measured_rates(), [], set()
     for cell in cells:
@@ -316,7 +317,7 @@ def figure_table(summary: pd.DataFrame, path: Path, title: str) -> Path:
 def example_images(count: int = 4, seed: int = 0) -> ImageSet:
     """``count`` CIFAR-10 test images of different classes, from the embedded sample (real test images: no data
     root needed, so figures of committed runs build anywhere)."""
-    from .data import load_dataset
+    from ..data import load_dataset
     return pick_images(load_dataset("sample")[1], count, seed)
 
 
@@ -353,7 +354,7 @@ def attention_comparison(settings: Settings, count: int = 5) -> Path | None:
 def folder_images(dataset, count: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
     """``count`` evaluation images of different classes from an image-folder dataset: (uint8 for display,
     normalised model inputs)."""
-    from .data.folders import IMAGENET_MEAN, IMAGENET_STD
+    from ..data.folders import IMAGENET_MEAN, IMAGENET_STD
     chosen, classes = [], set()
     for i, label in enumerate(dataset.targets):
         if label not in classes:
@@ -370,8 +371,9 @@ def folder_images(dataset, count: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
 def large_image_figures(settings: Settings) -> dict[str, Path]:
     """Figure 7a (ImageNet top-5 error vs epoch, ResNet-18 with and without AT) and Figure 6-style maps of the
     Table 4 student, AT student and teacher, for whichever of those runs are finished."""
-    from .data.folders import load_folders
-    from .experiments import FOLDER_DATA, data_available, table4, table5
+    from ..data.folders import load_folders
+    from .grids import FOLDER_DATA, table4, table5
+    from .suite import data_available
     store, figures = RunStore(settings.store_root), {}
     finished = lambda cell: store.status(run_id_for(cell, settings, settings.seeds[0])) == "finished"  # noqa: E731
     t5 = {c.row: c for c in table5() if c.column == "top-5"}
@@ -474,7 +476,7 @@ def _value(m: tuple) -> str:
 def claims(settings: Settings) -> list[dict]:
     """The paper's claims about CIFAR-10, each with our verdict ("agrees", "disagrees", "agrees so far",
     "not measured yet"), the evidence and the number of seeds behind it."""
-    from .experiments import TABLE1_PAIRS, groups_ablation, table1, table2
+    from .grids import TABLE1_PAIRS, groups_ablation, table1, table2
     t1, t2, g = _medians(table1(), settings), _medians(table2(), settings), _medians(groups_ablation(), settings)
     out = []
 
@@ -551,7 +553,7 @@ def write_report(settings: Settings, tables: dict[str, Path], figures: dict[str,
     """``REPORT.md``: what the numbers are first, then each table (inlined Markdown, linked CSV, the command for
     every missing run), the paper's claims against ours, where each run was trained, and each figure (None: not
     built yet)."""
-    from .experiments import TABLES, teacher_cells
+    from .grids import TABLES, teacher_cells
     root = settings.root
     cells = [c for grid in TABLES.values() for c in grid()] + teacher_cells()
     runs = {run_id_for(c, settings, seed) for c in cells for seed in settings.seeds}

@@ -9,7 +9,7 @@ several runs at once. Nothing is shared between runs but the process: each has i
 optimizer, teacher and captured graph, computes exactly what ``engine.train`` computes (the same code in the same
 order) and writes the same files under the same run id. An interrupted set resumes together or run by run.
 
-Unlike a cohort (``atlib.cohort_training``: one grouped network, WRN students with CE/KD/AT terms only) any runs can
+Unlike a cohort (``atlib.training.cohorts``: one grouped network, WRN students with CE/KD/AT terms only) any runs can
 be combined: any architecture, any method (F-ActT, gradient AT, the Table 3 regularisers). On a CPU the runs are
 merely interleaved (no speed-up): the tests use that to show the records equal those of runs trained one by one.
 

@@ -31,8 +31,8 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .store import (CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, METRICS_GZ_FILE, RECORD_FILE, WEIGHTS_FILE,
-                    RunStore, atomic_write_bytes, config_hash, gzip_metrics)
+from ..training.store import (CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, METRICS_GZ_FILE, RECORD_FILE, WEIGHTS_FILE,
+                              RunStore, atomic_write_bytes, config_hash, gzip_metrics)
 
 PACK_FORMAT = "atlib-campaign-pack"
 PACK_VERSION = 1
@@ -53,7 +53,8 @@ class PackError(ValueError):
 def kept_weights(settings) -> set[str]:
     """Run ids whose final weights a pack carries: every CIFAR teacher of the first seed (later runs learn from
     them) and the runs Figure 6 shows (WRN-16-1 student and AT student of the WRN-16-2 row)."""
-    from .experiments import CIFAR_TEACHERS, FIGURE_6_ROW, FIGURE_6_RUNS, run_id_for, table1_row, teacher_config
+    from .grids import CIFAR_TEACHERS, FIGURE_6_ROW, FIGURE_6_RUNS, table1_row
+    from .suite import run_id_for, teacher_config
     ids = {teacher_config(key, settings).run_id() for key in CIFAR_TEACHERS}
     row = table1_row(FIGURE_6_ROW)
     return ids | {run_id_for(row[column], settings, settings.seeds[0]) for column in FIGURE_6_RUNS.values()}

@@ -1,0 +1,16 @@
+"""Training: one run from its configuration to its record in the store, and the faster ways to train many.
+
+- ``config``: ``RunConfig``, everything that defines a run; its hash names the run.
+- ``command``: the ``atlib train`` flags, and the command line that trains a given ``RunConfig``.
+- ``store``: ``RunStore``, runs on disk (atomic writes, checkpoints, records, provenance).
+- ``engine``: ``train(config)``, one run: data, model, objective, optimiser, epochs, resume.
+- ``steps``: the training step captured as a CUDA graph (``StepRunner``).
+- ``grouped_wrn`` and ``cohorts``: many WRN students trained as one grouped network.
+- ``concurrent``: single runs trained at once on their own CUDA streams.
+- ``distributed``: one run over several GPUs (torchrun).
+- ``claims``: claims on runs, so that several processes share one store.
+- ``deadline``: stop at an epoch boundary before a deadline (GPU windows).
+
+It uses the method (``atlib.models``, ``atlib.attention``, ``atlib.losses``, ``atlib.objective``, ``atlib.methods``)
+and ``atlib.data``; nothing here knows the paper's tables (``atlib.paper``).
+"""
