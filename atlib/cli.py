@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--results", default=DEFAULT_RESULTS, help="results directory (default ./results)")
     t.add_argument("--restart", action="store_true", help="discard this run's checkpoint and records, train anew")
     t.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    t.add_argument("--compile", action="store_true", help="compile the student's and teacher's forward with "
+                   "torch.compile (not for input-gradient terms; measured in benchmarks/throughput.py)")
     t.add_argument("--no-graph", dest="graph", action="store_false", default=None,
                    help="on a GPU, run the step eagerly instead of capturing it as a CUDA graph")
 
@@ -134,7 +136,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.teacher is None and config.needs_teacher:
         raise ConfigError(f"method {args.method!r} needs --teacher")
     record = train(config, results=args.results, progress=not args.quiet, restart=args.restart,
-                   log=None if args.quiet else print, graph=args.graph)
+                   log=None if args.quiet else print, graph=args.graph, compile=args.compile)
     print(f"{record['run_id']}\ttest error {record['test_error']:.2f}%")
     return 0
 

@@ -67,6 +67,16 @@ class BatchContext:
         else:
             self._cache["student"] = student(x)
 
+    @classmethod
+    def from_values(cls, teacher: nn.Module | None, x: torch.Tensor, labels: torch.Tensor,
+                    values: dict[str, Any]) -> "BatchContext":
+        """A context whose student quantities were computed elsewhere: ``values["student"]`` = ``(logits, groups)``,
+        and ``"student_input_grad"`` / ``"student_flipped_input_grad"`` where the terms need them. The teacher's
+        are computed from ``teacher`` on ``x`` when a term asks, as usual."""
+        ctx = cls.__new__(cls)
+        ctx.student, ctx.teacher, ctx.x, ctx.labels, ctx._cache = None, teacher, x, labels, dict(values)
+        return ctx
+
     @property
     def student_flipped_input_grad(self) -> torch.Tensor:
         """J(flip(x)): the student's input gradient on the mirrored batch (double backpropagation kept)."""
@@ -243,8 +253,13 @@ class Objective(nn.Module):
         needs_grad = any(t.needs_student_input_grad for t in active.values())
         needs_flipped = any(t.needs_flipped_input_grad for t in active.values())
         ctx = BatchContext(student, teacher, x, labels, student_input_grad=needs_grad, flipped_input_grad=needs_flipped)
+        return self.evaluate(ctx)
+
+    def evaluate(self, ctx: BatchContext) -> ObjectiveOutput:
+        """The active terms on a batch whose shared quantities ``ctx`` holds (``forward`` builds it from the models;
+        ``training.grouped_nin`` fills it from K runs computed as one network)."""
         values, details = {}, {}
-        for name, term in active.items():
+        for name, term in self.active_terms().items():
             result = term(ctx)
             value, extra = result if isinstance(result, tuple) else (result, {})
             values[name] = self.weights[name] * value

@@ -18,8 +18,12 @@ from pathlib import Path
 CHILD = r"""
 import sys, tempfile, time
 sys.path.insert(0, sys.argv[1])
-from atlib import engine
-from atlib.training.config import RunConfig
+try:  # the package's layout since 2026-12-06, else the flat one before it
+    from atlib.training import engine
+    from atlib.training.config import RunConfig
+except ImportError:
+    from atlib import engine
+    from atlib.config import RunConfig
 from atlib.methods import method_terms
 method, student = sys.argv[2], sys.argv[3]
 common = dict(dataset="sample", epochs=2, device="cpu", lr_milestones=[1])

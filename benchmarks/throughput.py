@@ -14,6 +14,10 @@ ratio to the authors'-style loop. Configurations are data (``CASES``):
   pass, or sharing batches and one teacher pass (``shared``);
 - ``concurrent``: K independent engine runs, each on its own CUDA stream, advanced one step each in turn
   (``atlib.training.concurrent``): any network and method.
+- ``nin-cohort``: Table 3's runs (BN-free NIN-thin, double backpropagation) as one grouped network
+  (``atlib.training.grouped_nin``), each with its own batches, method and teacher, and one SGD over all;
+- ``"compile": True`` (engine and cohort cases): the student's and teacher's forward compiled by ``torch.compile``
+  (Inductor; the compile time is paid in the warm-up epoch and not timed).
 
 ``--plan PROFILE [--concurrent K]`` adds one case per group shape of that profile's suite (for ``atlib plan``);
 ``--profile ROWS`` prints each case's costliest operators (one eager epoch under ``torch.profiler``).
@@ -43,8 +47,9 @@ from atlib.objective import build_objective
 from atlib.training.cohorts import TeacherPass, cohort_epoch, make_cohort_step
 from atlib.training.concurrent import on_stream, run_streams
 from atlib.training.config import RunConfig
-from atlib.training.engine import _device_name, make_optimizer, make_step, resolve_device
-from atlib.training.grouped_wrn import pack
+from atlib.training.engine import _device_name, compile_models, make_optimizer, make_step, resolve_device
+from atlib.training import grouped_nin
+from atlib.training.grouped_wrn import pack, stack_inputs
 from atlib.training.steps import StepRunner
 
 # (label, kind, options). Teacher WRN-16-2, student WRN-16-1 unless the options say otherwise.
@@ -103,7 +108,28 @@ CASES = [
     ("cohort graph shared: student,AT,KD,AT+KD", "cohort",
      {"methods": ["student", "at", "kd", "at+kd"], "graph": True, "shared": True}),
     ("cohort graph shared: 16 x AT", "cohort", {"methods": ["at"] * 16, "graph": True, "shared": True}),
+    # torch.compile (issue 15), beside the previous best of the same work above
+    ("engine compile: AT 16-2 -> 16-1", "engine", {"method": "at", "compile": True}),
+    ("engine graph compile channels_last: AT", "engine", {"method": "at", "graph": True, "channels_last": True,
+                                                         "compile": True}),
+    ("cohort graph compile channels_last: 16 x AT", "cohort", {"methods": ["at"] * 16, "graph": True,
+                                                              "channels_last": True, "compile": True}),
+    # Table 3 as grouped networks (issue 15), beside "engine graph ...: min-l2 / symmetry" and "5 x min-l2" above
+    ("nin-cohort graph: 5 x min-l2", "nin-cohort", {"methods": ["min-l2"] * 5, "graph": True}),
+    ("nin-cohort graph: 10 x min-l2", "nin-cohort", {"methods": ["min-l2"] * 10, "graph": True}),
+    ("nin-cohort graph: 5 x symmetry", "nin-cohort", {"methods": ["symmetry"] * 5, "graph": True}),
+    ("nin-cohort graph: 5 x grad-at", "nin-cohort", {"methods": ["grad-at"] * 5, "graph": True}),
+    ("nin-cohort graph: Table 3 x 1 seed", "nin-cohort", {"methods": ["student", "min-l2", "grad-at", "kd",
+                                                                      "symmetry", "at"], "graph": True}),
+    ("nin-cohort graph channels_last: 5 x min-l2", "nin-cohort", {"methods": ["min-l2"] * 5, "graph": True,
+                                                                  "channels_last": True}),
+    ("nin-cohort graph cudnn.benchmark: 5 x min-l2", "nin-cohort", {"methods": ["min-l2"] * 5, "graph": True,
+                                                                    "cudnn_benchmark": True}),
+    ("nin-cohort eager: 3 x min-l2", "nin-cohort", {"methods": ["min-l2"] * 3}),
+    ("engine eager: min-l2 NIN-thin-nobn", "engine", {"method": "min-l2", "student": "nin-thin-nobn"}),
 ]
+# Table 3's teachers (grids.TABLE3_ROWS): activation AT learns from the NIN whose groups end before their ReLU
+NIN_TEACHERS = {"grad-at": "nin-wide-nobn", "kd": "nin-wide-nobn", "at": "nin-wide-norelu"}
 TEACHER = "wrn-16-2"
 STUDENT = "wrn-16-1"
 
@@ -177,6 +203,8 @@ def _engine_run(data: ImageSet, device, options, seed: int = 0):
     objective = build_objective(config.terms, student, teacher).to(device)
     optimizer = make_optimizer(list(student.parameters()) + list(objective.parameters()), config, device,
                                options.get("fused"))
+    if options.get("compile"):
+        compile_models(objective, student, teacher)  # the engine's --compile
     runner = StepRunner(make_step(student, teacher, objective, optimizer, config, device), device,
                         graph=options.get("graph", False), log=print)
     generator = torch.Generator().manual_seed(seed)
@@ -188,6 +216,13 @@ def _engine_run(data: ImageSet, device, options, seed: int = 0):
         return [(x.contiguous(memory_format=fmt), y) for x, y in drawn]
 
     return runner, batches
+
+
+def _compile(*models) -> None:
+    """Compile the models' forward in place (``nn.Module.compile``, as ``engine.compile_models``)."""
+    for model in models:
+        if model is not None:
+            model.compile()
 
 
 def _check_captured(runner, options):
@@ -242,6 +277,8 @@ def cohort_case(data: ImageSet, device, options):
     teachers = [None if m == "student" else teacher for m in methods]
     teacher_pass = TeacherPass(teachers, [None if t is None else "teacher" for t in teachers], shared)
     optimizer = make_optimizer(cohort.parameters(), RunConfig(student=STUDENT), device, options.get("fused"))
+    if options.get("compile"):
+        _compile(cohort, teacher)
     state = {"epoch": 0, "active": None}
     body = make_cohort_step(cohort, teacher_pass, [method_terms(m) for m in methods], optimizer,
                             options.get("precision", "fp32"), device, state)
@@ -258,8 +295,45 @@ def cohort_case(data: ImageSet, device, options):
     return epoch, k
 
 
+def nin_cohort_case(data: ImageSet, device, options):
+    """K Table 3 runs (NIN-thin-nobn students, their methods and teachers) as one grouped network, each with its
+    own batches; one step = the K objectives (double backpropagation) and one SGD over all parameters."""
+    methods = options["methods"]
+    k = len(methods)
+    students = []
+    for i in range(k):
+        torch.manual_seed(i)
+        students.append(build_model("nin-thin-nobn"))
+    fmt = torch.channels_last if options.get("channels_last") else torch.contiguous_format
+    grouped = grouped_nin.pack(students).to(device, memory_format=fmt).train()
+    frozen = {arch: _frozen_teacher(device, arch).to(memory_format=fmt) for arch in set(NIN_TEACHERS.values())}
+    teachers = [frozen[NIN_TEACHERS[m]] if m in NIN_TEACHERS else None for m in methods]
+    objectives = [build_objective(method_terms(m), s, t) for m, s, t in zip(methods, students, teachers)]
+    config = RunConfig(student="nin-thin-nobn", lr=0.02, weight_decay=0.0)  # Table 3's protocol (grids.PROTOCOLS)
+    optimizer = make_optimizer(grouped.parameters(), config, device, options.get("fused"))
+
+    def body(x, ys):
+        total, outputs = grouped_nin.objective_outputs(grouped, objectives, teachers, x, ys)
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        return {"loss": total.detach().double()}
+
+    runner = StepRunner(body, device, graph=options.get("graph", False), log=print)
+    generators = [torch.Generator().manual_seed(i) for i in range(k)]
+
+    def epoch():
+        runner.reset()
+        for batch in zip(*[train_batches(data, 128, g, device, flip_only=True) for g in generators]):
+            x = stack_inputs([xb for xb, _ in batch]).contiguous(memory_format=fmt)
+            runner(x, torch.stack([yb for _, yb in batch], 1))
+        _check_captured(runner, options)
+
+    return epoch, k
+
+
 BUILDERS = {"authors": authors_case, "engine": engine_case, "cohort": cohort_case,
-            "concurrent": concurrent_case}
+            "concurrent": concurrent_case, "nin-cohort": nin_cohort_case}
 
 
 def plan_cases(profile: str, share_batches: bool, concurrent: int = 1, channels_last: bool = True) -> list:

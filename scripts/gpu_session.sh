@@ -14,11 +14,14 @@
 #       suite's next groups in value order until <seconds> - 60 (stopping at an epoch boundary), and packs what it
 #       changed into $OUT (<profile>-pack.tar.<i>-of-<n>, 15 MiB parts). Back here:
 #       python -m atlib campaign import <files_at>   then commit results/ (see the README, "The campaign").
-# benchmark call (issue 5/15 measurements; carry nothing):
+# benchmark call (issue 5 measurements; carry nothing):
 #   ATLIB_COMMIT=<commit> bash scripts/gpu_session.sh bench <seconds>
+# issue 15's levers, each beside the previous best of the same work (carry nothing; about 6 minutes on an H200):
+#   ATLIB_COMMIT=<commit> bash scripts/gpu_session.sh bench15 <seconds>
+#       the GPU tests (float64 equalities incl. the grouped NIN), then torch.compile and Table 3's grouped networks.
 # Every output goes to $OUT (the device tool brings it back), stamped with GPU, torch, commit and date.
 set -uo pipefail
-part=${1:?part: stage, campaign or bench}
+part=${1:?part: stage, campaign, bench or bench15}
 budget=${2:-540}
 profile=${PROFILE:-one-seed}
 start=$(date +%s)
@@ -50,7 +53,24 @@ case "$part" in
       --only "authors,engine graph channels_last: AT,engine graph channels_last: WRN-16-1,concurrent graph,min-l2,symmetry" \
       --json "$out/bench.json" > "$out/bench.txt" 2>&1
     cat "$out/bench.txt" ;;
+  bench15)
+    timeout $(( $(left) / 4 )) python -m pytest tests/test_gpu.py tests/test_grouped_nin.py -q -p no:cacheprovider \
+      > "$out/gpu-tests.txt" 2>&1
+    tail -3 "$out/gpu-tests.txt"
+    # previous bests first (same work, same call), then the new levers
+    timeout $(( $(left) - 20 )) python benchmarks/throughput.py --repeats 3 --only "$(paste -sd, <<'CASES'
+authors'-style loop
+engine graph channels_last: AT 16-2 -> 16-1
+cohort graph channels_last: 16 x AT
+engine graph channels_last: min-l2 NIN-thin-nobn
+concurrent graph channels_last: 5 x min-l2
+engine graph: symmetry NIN-thin-nobn
+compile
+nin-cohort graph
+CASES
+)" --json "$out/bench15.json" > "$out/bench15.txt" 2>&1
+    cat "$out/bench15.txt" ;;
   *)
-    echo "part must be stage, campaign or bench, got $part" >&2
+    echo "part must be stage, campaign, bench or bench15, got $part" >&2
     exit 2 ;;
 esac

@@ -11,6 +11,7 @@ from atlib.training import engine
 from atlib.training.config import ConfigError, RunConfig, scaled_milestones
 from atlib.training.store import CorruptCheckpointError, RunStore
 from interrupts import interrupted_on_call
+from teacher_runs import copy_teacher
 
 
 def tiny(student="wrn-10-1", **kw):
@@ -161,3 +162,33 @@ def test_schedule_and_config_identity():
                        ({"terms": {"at": {"p": -1}}}, "p=-1"), ({"student": "wrn-16"}, "'wrn-16'")]:
         with pytest.raises(ConfigError, match=match):
             RunConfig(**{"student": "wrn-16-1", **bad})
+
+
+def test_compiled_run_equals_eager_run(teacher_results, tmp_path, float64):
+    """``train(compile=True)`` (student and teacher forward through torch.compile) trains what the eager path
+    trains: float64, with a smaller last batch (another shape) and evaluation (eval mode) between epochs."""
+    runs = {}
+    for compiled in (False, True):
+        results = tmp_path / str(compiled)
+        teacher = copy_teacher(teacher_results, results)
+        cfg = tiny(method="at", terms=method_terms("at"), teacher=teacher, epochs=2, train_subset=80, test_subset=64,
+                   batch_size=32)  # 80 = 2 batches of 32 + one of 16
+        record = engine.train(cfg, results=results, progress=False, log=None, compile=compiled)
+        assert record["environment"]["compiled"] is compiled
+        runs[compiled] = (RunStore(results).read_metrics(record["run_id"]), RunStore(results).load_weights(
+            record["run_id"]))
+    (eager_rows, eager_weights), (rows, weights) = runs[False], runs[True]
+    for row, eager in zip(rows, eager_rows):
+        for name in ("train_loss", "test_loss"):
+            assert row[name] == pytest.approx(eager[name], rel=1e-9), name
+        assert row["terms"] == pytest.approx(eager["terms"], rel=1e-9) and row["terms"]["at"] > 0
+        assert row["test_error"] == eager["test_error"]
+    for key, value in eager_weights.items():
+        torch.testing.assert_close(weights[key], value, rtol=1e-9, atol=1e-11, msg=key)
+
+
+def test_compile_refuses_double_backpropagation_with_one_line(tmp_path):
+    with pytest.raises(engine.TrainingError, match=r"compile: the terms \['min_l2'\] backpropagate through an input "
+                                                   r"gradient"):
+        engine.train(tiny("nin-thin-nobn", method="min-l2", terms=method_terms("min-l2"), epochs=1),
+                     results=tmp_path, progress=False, log=None, compile=True)

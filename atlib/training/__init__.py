@@ -6,6 +6,7 @@
 - ``engine``: ``train(config)``, one run: data, model, objective, optimiser, epochs, resume.
 - ``steps``: the training step captured as a CUDA graph (``StepRunner``).
 - ``grouped_wrn`` and ``cohorts``: many WRN students trained as one grouped network.
+- ``grouped_nin``: Table 3's BN-free NIN runs as one grouped network, double backpropagation included.
 - ``concurrent``: single runs trained at once on their own CUDA streams.
 - ``distributed``: one run over several GPUs (torchrun).
 - ``claims``: claims on runs, so that several processes share one store.

@@ -345,27 +345,42 @@ def channels_last_wanted(channels_last: bool | None, device: torch.device, sourc
     return bool(channels_last)
 
 
+def compile_models(objective: Objective, *models: nn.Module | None) -> None:
+    """Compile the models' forward in place with ``torch.compile`` (Inductor fuses BatchNorm, ReLU and the
+    additions; the state dict keeps its names). TrainingError for an objective built on input gradients: compiled
+    graphs do not support the double backpropagation of Table 3's terms."""
+    needs_grad = [n for n, t in objective.terms.items() if t.needs_student_input_grad]
+    if needs_grad:
+        raise TrainingError(f"compile: the terms {needs_grad} backpropagate through an input gradient, which "
+                            f"torch.compile does not support; train this run without --compile")
+    for model in models:
+        if model is not None:
+            model.compile()
+
+
 def train(config: RunConfig, results: str | Path = DEFAULT_RESULTS, progress: bool = True, restart: bool = False,
           log: Callable[[str], None] | None = logger.info, graph: bool | None = None,
-          channels_last: bool | None = None) -> dict:
+          channels_last: bool | None = None, compile: bool = False) -> dict:
     """Train ``config`` (or return its record if finished). Returns the record dict.
 
     ``graph``: capture the training step as a CUDA graph (None: whenever possible, see ``graph_wanted``).
     ``channels_last``: NHWC activations (None: on CUDA, see ``channels_last_wanted``).
+    ``compile``: compile the student's and teacher's forward (``compile_models``; off by default until measured).
     Under ``torchrun`` every process calls this with the same configuration; rank 0 alone writes to the store."""
     device, ctx = None, Dist()
     try:
         device = resolve_device(config.device)
         ctx, device = setup(device)
         return run_to_end(train_steps(config, Path(results), progress and ctx.is_main, restart,
-                                      log if ctx.is_main else None, device, ctx, graph, channels_last))
+                                      log if ctx.is_main else None, device, ctx, graph, channels_last,
+                                      compile=compile))
     finally:
         teardown(ctx)
 
 
 def train_steps(config: RunConfig, results: Path, progress: bool, restart: bool, log, device: torch.device,
                 ctx: Dist = Dist(), graph: bool | None = None, channels_last: bool | None = None,
-                concurrent: int = 1):
+                concurrent: int = 1, compile: bool = False):
     """``train``'s work as a generator on a resolved device: yields ``STEP`` after every SGD step and ``EPOCH``
     after every recorded epoch, returns the record. ``training.concurrent`` interleaves several of these, each on its
     own CUDA stream (``concurrent``: how many, noted in the records); ``train`` runs one to the end. All device work
@@ -401,6 +416,8 @@ def train_steps(config: RunConfig, results: Path, progress: bool, restart: bool,
         if teacher is not None:
             teacher.to(memory_format=torch.channels_last)
     objective = objective.to(device)
+    if compile:
+        compile_models(objective, student, teacher)
     trainable = [p for p in student.parameters() if p.requires_grad] + list(objective.parameters())
     optimizer = make_optimizer(trainable, config, device)
     generator = torch.Generator().manual_seed(config.seed)
@@ -430,7 +447,7 @@ def train_steps(config: RunConfig, results: Path, progress: bool, restart: bool,
                         log=log)
     environment = {"device": str(device), "device_name": _device_name(device), "torch": torch.__version__,
                    "python": platform.python_version(), "processes": ctx.world_size, "cuda_graph": use_graph,
-                   "channels_last": use_channels_last, **provenance(device, config.precision)}
+                   "channels_last": use_channels_last, "compiled": compile, **provenance(device, config.precision)}
     if concurrent > 1:
         environment["concurrent_runs"] = concurrent  # images_per_s is then this run's share of the GPU
     full_config = config.to_dict()
