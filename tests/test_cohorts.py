@@ -117,3 +117,56 @@ def test_channels_last_is_the_same_training(teacher, tmp_path, float64):
     together = train_cohort(cfgs, results=tmp_path / "cohort", progress=False, log=None, channels_last=True)
     assert together[1]["environment"]["channels_last"]
     assert _max_diff(tmp_path / "nchw", tmp_path / "cohort", a["run_id"]) < 1e-10
+
+
+# -- Table 3's runs: BN-free NIN students, input-gradient terms (double backpropagation) ----------------------------
+TABLE3 = dict(COMMON, lr=0.02, weight_decay=0.0, augment="flip")  # Table 3's protocol (grids.PROTOCOLS)
+
+
+@pytest.fixture(scope="module")
+def nin_teacher(tmp_path_factory):
+    # a NIN-thin teacher: any BN-free NIN does for the test (Table 3's is NIN-wide)
+    return train_teacher(tmp_path_factory.mktemp("nin_teacher"), RunConfig(
+        student="nin-thin-nobn", **{**TABLE3, "epochs": 1, "lr_milestones": [], "train_subset": 64, "test_subset": 64}))
+
+
+def test_table3_cohort_equals_separate_runs(nin_teacher, tmp_path, float64):
+    teacher_id = copy_teacher(nin_teacher, tmp_path / "a")
+    copy_teacher(nin_teacher, tmp_path / "b")
+    methods, seeds = ("student", "min-l2", "symmetry", "grad-at"), (0, 1, 2, 0)  # KD and AT: the WRN tests above
+    # 96 = 64 + 32; no lr drop, so the momentum a checkpoint keeps matters to a resumed run
+    small = {**TABLE3, "epochs": 2, "lr_milestones": [], "train_subset": 96, "test_subset": 64}
+    cfgs = [RunConfig(student="nin-thin-nobn", method=m, terms=method_terms(m) if m == "student" else
+                      method_terms(m, beta=20.0), seed=s, teacher=teacher_id if m == "grad-at" else None, **small)
+            for m, s in zip(methods, seeds)]
+    assert len({cohort_key(c) for c in cfgs}) == 1 and cohort_key(cfgs[0]) is not None
+    together = train_cohort(cfgs, results=tmp_path / "a", progress=False, log=None)
+    alone = [engine.train(c, results=tmp_path / "b", progress=False, log=None) for c in cfgs]
+    store_a, store_b = RunStore(tmp_path / "a"), RunStore(tmp_path / "b")
+    for t, s, method in zip(together, alone, methods):
+        assert t["run_id"] == s["run_id"] and t["environment"]["cohort"]["size"] == 4
+        assert _max_diff(tmp_path / "a", tmp_path / "b", t["run_id"]) < 1e-10, method
+        for rt, rs in zip(store_a.read_metrics(t["run_id"]), store_b.read_metrics(s["run_id"])):
+            assert rt["test_error"] == rs["test_error"] and set(rt["terms"]) == set(rs["terms"])
+            for key in ("train_loss", "train_error", "test_loss"):
+                assert rt[key] == pytest.approx(rs[key], rel=1e-9, abs=1e-9), (method, key)
+            for name in rs["terms"]:
+                assert rt["terms"][name] == pytest.approx(rs["terms"][name], rel=1e-9, abs=1e-12), (method, name)
+    # interrupted after its first epoch, the cohort resumes from its members' single-run checkpoints
+    import atlib.training.cohorts as ct
+    copy_teacher(nin_teacher, tmp_path / "cut")
+    with interrupted_on_call(ct, "cohort_epoch", 2):
+        train_cohort(cfgs, results=tmp_path / "cut", progress=False, log=None)
+    assert all(RunStore(tmp_path / "cut").status(r["run_id"]) == "interrupted" for r in together)
+    for r in train_cohort(cfgs, results=tmp_path / "cut", progress=False, log=None):
+        assert _max_diff(tmp_path / "a", tmp_path / "cut", r["run_id"]) < 1e-10
+
+
+def test_cohort_families():
+    def key(student, method):
+        return cohort_key(RunConfig(student=student, method=method, terms=method_terms(method),
+                                    teacher=None if method in ("student", "min-l2") else "t", **COMMON))
+    assert key("nin-thin-nobn", "min-l2") is not None and key("nin-thin-nobn", "at") is not None
+    assert key("nin-thin", "min-l2") is None  # batch norm couples the samples of an input gradient
+    assert key("nin-thin-nobn", "fact") is None and key("wrn-10-1", "min-l2") is None
+    assert key("wrn-10-1", "at") is not None

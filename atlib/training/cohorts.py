@@ -1,4 +1,4 @@
-"""Cohort training: several runs of one WRN architecture trained at once, as one grouped network.
+"""Cohort training: several runs of one architecture trained at once, as one grouped network.
 
     records = train_cohort([config_student, config_at, config_kd], results="results")
 
@@ -11,8 +11,9 @@ run id. Its checkpoints are single-run checkpoints, so an interrupted cohort res
 by one with ``engine.train``.
 
 Members must agree on everything but ``seed``, ``method``, ``terms``, ``teacher`` and ``teacher_arch``
-(``cohort_key``): architecture, schedule, batch size, data. Their terms must be "ce", "kd" and "at" (gradient and
-F-ActT terms need a per-student model), and their teachers must share one architecture.
+(``cohort_key``): architecture, schedule, batch size, data. Two families (``FAMILIES``): WRN students
+(``grouped_wrn``) with terms "ce", "kd" and "at", and BN-free NIN students, Table 3's (``grouped_nin``), with any
+term but F-ActT, the input-gradient terms included. Their teachers must share one architecture.
 
 ``shared_batches=True`` (members must share their seed, hence their data order) draws each batch once and runs each
 teacher once per batch for all members: a paired comparison of methods at the cost of one teacher pass. By default
@@ -42,8 +43,8 @@ from .distributed import Dist
 from .engine import (DEFAULT_RESULTS, TrainingError, _autocast, _device_name, _progress_bar, _rng_state,
                      _set_rng_state, build_student, channels_last_wanted, epoch_row, finish_run, graph_wanted,
                      make_optimizer, make_source, prepare, provenance, resolve_device, train)
-from .grouped_wrn import (COHORT_TERMS, CohortWRN, _is_indexed, _student_slice, _take, cohort_loss_vectors, pack,
-                          unpack)
+from . import grouped_nin
+from .grouped_wrn import COHORT_TERMS, CohortWRN, _is_indexed, _take, cohort_loss_vectors, pack, unpack
 from .steps import StepRunner, zero_momentum
 from .store import RunStore
 
@@ -52,11 +53,21 @@ logger = logging.getLogger(__name__)
 FREE_FIELDS = ("seed", "method", "terms", "teacher", "teacher_arch")
 
 
+def family_of(student: str) -> str | None:
+    """The cohort family of an architecture (a key of ``FAMILIES``), None if it has none."""
+    if student.startswith("wrn-"):
+        return "wrn"
+    if student.startswith("nin-") and "-nobn" in student:
+        return "nin"
+    return None
+
+
 def cohort_key(config: RunConfig) -> str | None:
     """Runs with equal keys can train in one cohort; None if this run cannot join any."""
-    if not config.student.startswith("wrn-") or config.dataset not in ("cifar10", "sample"):
+    family = family_of(config.student)
+    if family is None or config.dataset not in ("cifar10", "sample"):
         return None
-    if any(name not in COHORT_TERMS for name in config.terms):
+    if any(name not in FAMILIES[family].terms for name in config.terms):
         return None
     shared = {k: v for k, v in config.to_dict().items() if k not in FREE_FIELDS}
     return json.dumps(shared, sort_keys=True, default=str)
@@ -65,8 +76,9 @@ def cohort_key(config: RunConfig) -> str | None:
 def _check_members(configs: list[RunConfig]) -> None:
     for c in configs:
         if cohort_key(c) is None:
-            raise TrainingError(f"run {c.student} / {c.method} cannot join a cohort: cohorts take WRN students on "
-                                f"CIFAR with terms {list(COHORT_TERMS)} only (got terms {sorted(c.terms)})")
+            raise TrainingError(f"run {c.student} / {c.method} cannot join a cohort: cohorts take CIFAR runs of WRN "
+                                f"students with terms {list(FAMILIES['wrn'].terms)} or of BN-free NIN students "
+                                f"with terms {list(FAMILIES['nin'].terms)} (got terms {sorted(c.terms)})")
     first = configs[0].to_dict()
     for c in configs[1:]:
         other = c.to_dict()
@@ -207,6 +219,63 @@ def cohort_epoch(runner: StepRunner, streams, k: int, bar=None) -> None:
             bar.update(ys.numel())
 
 
+def make_grouped_nin_step(grouped: grouped_nin.GroupedNIN, objectives, teachers, optimizer, precision: str,
+                          device: torch.device, state: dict):
+    """The step body of Table 3's runs as one grouped network (``grouped_nin``): ``body(x (B, 3K, H, W), ys (B, K))``
+    -> (K,) statistics; each run's objective (``objectives[i]``, its ``epoch`` set by the caller) as in a single
+    run. The body stores each run's active term and detail names in ``state["active"]``."""
+
+    def body(x: torch.Tensor, ys: torch.Tensor) -> dict[str, torch.Tensor]:
+        with _autocast(device, precision):
+            total, outputs = grouped_nin.objective_outputs(grouped, objectives, teachers, x, ys)
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        b = ys.shape[0]
+        state["active"] = [list(o.terms) + list(o.details) for o in outputs]
+        names = list(dict.fromkeys(n for o in outputs for n in (*o.terms, *o.details)))
+        zero = total.new_zeros(())
+        per_run = [{"loss": o.total, **o.terms, **o.details} for o in outputs]
+        stats = {name: torch.stack([r.get(name, zero).detach() for r in per_run]).double() * b
+                 for name in ["loss", *names]}
+        logits = torch.stack([o.logits.detach() for o in outputs], 1)  # (B, K, N)
+        stats["wrong"] = (logits.argmax(2) != ys).sum(0).double()
+        return stats
+
+    return body
+
+
+class Family:
+    """How the runs of one student family train as a cohort: their grouped network (``pack``, ``unpack``), where a
+    member's slice of a cohort tensor lies (``member``, ``join``), the terms it computes and its step body."""
+
+    def __init__(self, terms, pack, unpack, indexed, step):
+        self.terms, self.pack, self.unpack, self._indexed, self.step = tuple(terms), pack, unpack, indexed, step
+
+    def member(self, name: str, tensor: torch.Tensor, k: int, i: int) -> torch.Tensor:
+        """Member ``i``'s part of the cohort tensor ``name`` (a leading run axis, or K blocks along dim 0)."""
+        return tensor[i] if self._indexed(name) else tensor.chunk(k, dim=0)[i]
+
+    def join(self, name: str, parts: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack(parts) if self._indexed(name) else torch.cat(parts, 0)
+
+
+def _wrn_step(cohort, configs, teachers, objectives, optimizer, device, state, shared_batches):
+    teacher_pass = TeacherPass(teachers, [c.teacher for c in configs], shared_batches)
+    return make_cohort_step(cohort, teacher_pass, [c.terms for c in configs], optimizer, configs[0].precision,
+                            device, state)
+
+
+def _nin_step(cohort, configs, teachers, objectives, optimizer, device, state, shared_batches):
+    return make_grouped_nin_step(cohort, objectives, teachers, optimizer, configs[0].precision, device, state)
+
+
+FAMILIES = {
+    "wrn": Family(COHORT_TERMS, pack, unpack, _is_indexed, _wrn_step),
+    "nin": Family(grouped_nin.COHORT_TERMS, grouped_nin.pack, grouped_nin.unpack, grouped_nin.is_head, _nin_step),
+}
+
+
 def evaluate_cohort(cohort: CohortWRN, source, config: RunConfig, device: torch.device) -> list[dict]:
     """``engine.evaluate`` for every member at once (the test images go to every student)."""
     k = cohort.k
@@ -285,19 +354,17 @@ def _train_cohort(pending, store: RunStore, device, progress, restart, log, grap
     for run_id in ids:
         store.truncate_metrics(run_id, start_epoch)
 
-    cohort = pack(students).to(memory_format=fmt)
+    family = FAMILIES[family_of(c0.student)]
+    cohort = family.pack(students).to(memory_format=fmt)
     optimizer = make_optimizer(cohort.parameters(), c0, device)
     if momentum is not None:
         for name, p in cohort.named_parameters():
             bufs = [m[name] for m in momentum]
             if all(b is not None for b in bufs):
-                optimizer.state[p]["momentum_buffer"] = (torch.stack(bufs) if _is_indexed(name)
-                                                         else torch.cat(bufs, 0)).to(p.device).clone()
+                optimizer.state[p]["momentum_buffer"] = family.join(name, bufs).to(p.device).clone()
 
-    teacher_pass = TeacherPass(teachers, [c.teacher for c in configs], shared_batches)
-    specs = [c.terms for c in configs]
     state = {"epoch": start_epoch, "active": None}
-    body = make_cohort_step(cohort, teacher_pass, specs, optimizer, c0.precision, device, state)
+    body = family.step(cohort, configs, teachers, objectives, optimizer, device, state, shared_batches)
     use_graph = graph_wanted(graph, device, Dist(), source)
     runner = StepRunner(body, device, use_graph, log=log)
     environment = {"device": str(device), "device_name": _device_name(device), "torch": torch.__version__,
@@ -343,7 +410,7 @@ def _train_cohort(pending, store: RunStore, device, progress, restart, log, grap
         n = runner.seen
         tests = evaluate_cohort(cohort, source, c0, device)
         seconds = time.perf_counter() - t0
-        per_student = unpack(cohort)
+        per_student = family.unpack(cohort)
         cohort_params = dict(cohort.named_parameters())
         for i, (config, run_id) in enumerate(zip(configs, ids)):
             stats = {"loss": values[names.index("loss")][i] / n,
@@ -361,7 +428,7 @@ def _train_cohort(pending, store: RunStore, device, progress, restart, log, grap
             for name, p in students[i].named_parameters():
                 buf = optimizer.state.get(cohort_params[name], {}).get("momentum_buffer")
                 if buf is not None:
-                    member.state[p]["momentum_buffer"] = _student_slice(name, buf, k, i).detach().clone()
+                    member.state[p]["momentum_buffer"] = family.member(name, buf, k, i).detach().clone()
             store.save_checkpoint(run_id, {"epoch": epoch + 1, "student": students[i].state_dict(),
                                            "objective": objectives[i].state_dict(),
                                            "optimizer": member.state_dict(), "rng": _rng_state(generators[i], device)})
@@ -372,7 +439,7 @@ def _train_cohort(pending, store: RunStore, device, progress, restart, log, grap
         deadline.check(f"cohort of {k} ({ids[0]}, ...)", time.perf_counter() - epoch_start, epoch + 1, c0.epochs)
 
     records = {}
-    per_student = unpack(cohort)
+    per_student = family.unpack(cohort)
     for i, (config, run_id) in enumerate(zip(configs, ids)):
         students[i].load_state_dict(per_student[i])
         records[run_id] = finish_run(store, run_id, config, students[i].state_dict(),

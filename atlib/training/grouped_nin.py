@@ -37,6 +37,10 @@ from ..objective import BatchContext, Objective, ObjectiveOutput
 from .grouped_wrn import CohortLinear, split_groups
 
 
+# every term but F-ActT (its adapters would need a grouped form of their own)
+COHORT_TERMS = ("ce", "kd", "at", "grad_at", "symmetry", "min_l2")
+
+
 def _check_k(k: int) -> None:
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"a grouped NIN needs k >= 1 runs, got k={k!r}")
@@ -73,7 +77,7 @@ class GroupedNIN(nn.Module):
         return self.fc(pooled), [g1, g2, g3]
 
 
-def _is_head(key: str) -> bool:
+def is_head(key: str) -> bool:
     return key.startswith("fc.")  # stored with a leading run axis; every conv tensor is K blocks along dim 0
 
 
@@ -112,14 +116,14 @@ def pack(students: Sequence[NIN]) -> GroupedNIN:
     with torch.no_grad():
         for key, dest in target.items():
             parts = [state[key] for state in states]
-            dest.copy_(torch.stack(parts) if _is_head(key) else torch.cat(parts, dim=0))
+            dest.copy_(torch.stack(parts) if is_head(key) else torch.cat(parts, dim=0))
     return grouped
 
 
 def unpack(grouped: GroupedNIN) -> list[dict[str, torch.Tensor]]:
     """The K runs' state dicts in ``NIN`` key names (independent copies)."""
     state = grouped.state_dict()
-    return [{key: (t[i] if _is_head(key) else t.chunk(grouped.k, dim=0)[i]).detach().clone()
+    return [{key: (t[i] if is_head(key) else t.chunk(grouped.k, dim=0)[i]).detach().clone()
              for key, t in state.items()} for i in range(grouped.k)]
 
 
@@ -129,7 +133,7 @@ def unpack_grads(grouped: GroupedNIN) -> list[dict[str, torch.Tensor | None]]:
     for name, p in grouped.named_parameters():
         for i in range(grouped.k):
             g = p.grad
-            out[i][name] = None if g is None else (g[i] if _is_head(name) else g.chunk(grouped.k, 0)[i]).clone()
+            out[i][name] = None if g is None else (g[i] if is_head(name) else g.chunk(grouped.k, 0)[i]).clone()
     return out
 
 
