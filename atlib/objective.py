@@ -81,6 +81,9 @@ class BatchContext:
     def student_flipped_input_grad(self) -> torch.Tensor:
         """J(flip(x)): the student's input gradient on the mirrored batch (double backpropagation kept)."""
         if "student_flipped_input_grad" not in self._cache:
+            if self.student is None:
+                raise ValueError("this batch's student quantities were computed elsewhere (BatchContext.from_values) "
+                                 "without the input gradient on the mirrored batch")
             grad, _, _ = losses.input_gradient(self.student, torch.flip(self.x, dims=[-1]), self.labels,
                                                create_graph=True)
             self._cache["student_flipped_input_grad"] = grad

@@ -44,7 +44,7 @@ from atlib.losses import at_loss, cross_entropy
 from atlib.methods import method_terms
 from atlib.models import build_model
 from atlib.objective import build_objective
-from atlib.training.cohorts import TeacherPass, cohort_epoch, make_cohort_step
+from atlib.training.cohorts import TeacherPass, cohort_epoch, make_cohort_step, make_grouped_nin_step
 from atlib.training.concurrent import on_stream, run_streams
 from atlib.training.config import RunConfig
 from atlib.training.engine import _device_name, compile_models, make_optimizer, make_step, resolve_device
@@ -311,14 +311,7 @@ def nin_cohort_case(data: ImageSet, device, options):
     objectives = [build_objective(method_terms(m), s, t) for m, s, t in zip(methods, students, teachers)]
     config = RunConfig(student="nin-thin-nobn", lr=0.02, weight_decay=0.0)  # Table 3's protocol (grids.PROTOCOLS)
     optimizer = make_optimizer(grouped.parameters(), config, device, options.get("fused"))
-
-    def body(x, ys):
-        total, outputs = grouped_nin.objective_outputs(grouped, objectives, teachers, x, ys)
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
-        return {"loss": total.detach().double()}
-
+    body = make_grouped_nin_step(grouped, objectives, teachers, optimizer, "fp32", device, {"epoch": 0})
     runner = StepRunner(body, device, graph=options.get("graph", False), log=print)
     generators = [torch.Generator().manual_seed(i) for i in range(k)]
 

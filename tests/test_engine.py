@@ -192,3 +192,4 @@ def test_compile_refuses_double_backpropagation_with_one_line(tmp_path):
                                                    r"gradient"):
         engine.train(tiny("nin-thin-nobn", method="min-l2", terms=method_terms("min-l2"), epochs=1),
                      results=tmp_path, progress=False, log=None, compile=True)
+    assert RunStore(tmp_path).list_runs() == []  # refused before anything was written

@@ -13,11 +13,13 @@ by one with ``engine.train``.
 Members must agree on everything but ``seed``, ``method``, ``terms``, ``teacher`` and ``teacher_arch``
 (``cohort_key``): architecture, schedule, batch size, data. Two families (``FAMILIES``): WRN students
 (``grouped_wrn``) with terms "ce", "kd" and "at", and BN-free NIN students, Table 3's (``grouped_nin``), with any
-term but F-ActT, the input-gradient terms included. Their teachers must share one architecture.
+term but F-ActT, the input-gradient terms included. WRN members' teachers must share one architecture (their
+outputs are stacked); a NIN member's objective runs its own teacher on its own batch.
 
-``shared_batches=True`` (members must share their seed, hence their data order) draws each batch once and runs each
-teacher once per batch for all members: a paired comparison of methods at the cost of one teacher pass. By default
-each member's batch goes through its teacher separately (all of them in one batched teacher forward).
+``shared_batches=True`` (members must share their seed, hence their data order) draws each batch once and (WRN
+cohorts) runs each teacher once per batch for all members: a paired comparison of methods at the cost of one teacher
+pass. By default each member's batch goes through its teacher separately (all of them in one batched teacher
+forward).
 """
 
 from __future__ import annotations
@@ -113,8 +115,8 @@ def train_cohort(configs, results: str | Path = DEFAULT_RESULTS, progress: bool 
     if len(set(ids)) != len(ids):
         raise TrainingError(f"a cohort lists the same run twice: {sorted(i for i in ids if ids.count(i) > 1)}")
     arches = {c.teacher_arch for c, _, t in prepared if t is not None}
-    if len(arches) > 1:
-        raise TrainingError(f"cohort members' teachers must share an architecture, got {sorted(arches)}")
+    if len(arches) > 1 and family_of(configs[0].student) == "wrn":  # its teacher pass stacks their outputs
+        raise TrainingError(f"WRN cohort members' teachers must share an architecture, got {sorted(arches)}")
     records, pending = {}, []
     for config, run_id, teacher in prepared:
         if store.status(run_id) == "finished" and not restart:
@@ -272,11 +274,12 @@ def _nin_step(cohort, configs, teachers, objectives, optimizer, device, state, s
 
 FAMILIES = {
     "wrn": Family(COHORT_TERMS, pack, unpack, _is_indexed, _wrn_step),
-    "nin": Family(grouped_nin.COHORT_TERMS, grouped_nin.pack, grouped_nin.unpack, grouped_nin.is_head, _nin_step),
+    "nin": Family(grouped_nin.NIN_COHORT_TERMS, grouped_nin.pack, grouped_nin.unpack, grouped_nin.is_head,
+                  _nin_step),
 }
 
 
-def evaluate_cohort(cohort: CohortWRN, source, config: RunConfig, device: torch.device) -> list[dict]:
+def evaluate_cohort(cohort: nn.Module, source, config: RunConfig, device: torch.device) -> list[dict]:
     """``engine.evaluate`` for every member at once (the test images go to every student)."""
     k = cohort.k
     cohort.eval()
@@ -369,7 +372,7 @@ def _train_cohort(pending, store: RunStore, device, progress, restart, log, grap
     runner = StepRunner(body, device, use_graph, log=log)
     environment = {"device": str(device), "device_name": _device_name(device), "torch": torch.__version__,
                    "python": platform.python_version(), "processes": 1, "cuda_graph": use_graph,
-                   "channels_last": use_channels_last, **provenance(device, c0.precision),
+                   "channels_last": use_channels_last, "compiled": False, **provenance(device, c0.precision),
                    "cohort": {"size": k, "members": ids, "shared_batches": shared_batches}}
     full_configs = [c.to_dict() for c in configs]
     step_key = None

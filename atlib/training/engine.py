@@ -345,14 +345,19 @@ def channels_last_wanted(channels_last: bool | None, device: torch.device, sourc
     return bool(channels_last)
 
 
-def compile_models(objective: Objective, *models: nn.Module | None) -> None:
-    """Compile the models' forward in place with ``torch.compile`` (Inductor fuses BatchNorm, ReLU and the
-    additions; the state dict keeps its names). TrainingError for an objective built on input gradients: compiled
-    graphs do not support the double backpropagation of Table 3's terms."""
+def check_compilable(objective: Objective) -> None:
+    """TrainingError for an objective built on input gradients: compiled graphs do not support the double
+    backpropagation of Table 3's terms."""
     needs_grad = [n for n, t in objective.terms.items() if t.needs_student_input_grad]
     if needs_grad:
         raise TrainingError(f"compile: the terms {needs_grad} backpropagate through an input gradient, which "
-                            f"torch.compile does not support; train this run without --compile")
+                            f"torch.compile does not support; train this run without compiling (--compile)")
+
+
+def compile_models(objective: Objective, *models: nn.Module | None) -> None:
+    """Compile the models' forward in place with ``torch.compile`` (Inductor fuses BatchNorm, ReLU and the
+    additions; the state dict keeps its names), after ``check_compilable(objective)``."""
+    check_compilable(objective)
     for model in models:
         if model is not None:
             model.compile()
@@ -400,9 +405,11 @@ def train_steps(config: RunConfig, results: Path, progress: bool, restart: bool,
                                 f"has {source.num_classes}")
         teacher = teacher.to(device)
     # built before anything is written, so that a model or objective that cannot be built (a node name, mismatched
-    # group counts) leaves no run directory behind
+    # group counts, input-gradient terms to compile) leaves no run directory behind
     student = build_student(config, source.num_classes, device)
     objective = build_objective(config.terms, student, teacher)
+    if compile:
+        check_compilable(objective)
     if restart and ctx.is_main:
         store.delete_run_state(run_id)
     if ctx.is_main:

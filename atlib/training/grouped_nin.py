@@ -34,16 +34,11 @@ import torch.nn.functional as F
 from ..losses import full_precision
 from ..models.nin import _KERNELS, NIN
 from ..objective import BatchContext, Objective, ObjectiveOutput
-from .grouped_wrn import CohortLinear, split_groups
+from .grouped_wrn import CohortLinear, _check_k, split_groups
 
 
-# every term but F-ActT (its adapters would need a grouped form of their own)
-COHORT_TERMS = ("ce", "kd", "at", "grad_at", "symmetry", "min_l2")
-
-
-def _check_k(k: int) -> None:
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"a grouped NIN needs k >= 1 runs, got k={k!r}")
+# the terms a grouped NIN computes: every term but F-ActT (its adapters would need a grouped form of their own)
+NIN_COHORT_TERMS = ("ce", "kd", "at", "grad_at", "symmetry", "min_l2")
 
 
 class GroupedNIN(nn.Module):
@@ -79,6 +74,11 @@ class GroupedNIN(nn.Module):
 
 def is_head(key: str) -> bool:
     return key.startswith("fc.")  # stored with a leading run axis; every conv tensor is K blocks along dim 0
+
+
+def member_part(key: str, tensor: torch.Tensor, k: int, i: int) -> torch.Tensor:
+    """Run ``i``'s part of the grouped tensor ``key`` (a parameter, its gradient or its momentum)."""
+    return tensor[i] if is_head(key) else tensor.chunk(k, dim=0)[i]
 
 
 def pack(students: Sequence[NIN]) -> GroupedNIN:
@@ -123,8 +123,8 @@ def pack(students: Sequence[NIN]) -> GroupedNIN:
 def unpack(grouped: GroupedNIN) -> list[dict[str, torch.Tensor]]:
     """The K runs' state dicts in ``NIN`` key names (independent copies)."""
     state = grouped.state_dict()
-    return [{key: (t[i] if is_head(key) else t.chunk(grouped.k, dim=0)[i]).detach().clone()
-             for key, t in state.items()} for i in range(grouped.k)]
+    return [{key: member_part(key, t, grouped.k, i).detach().clone() for key, t in state.items()}
+            for i in range(grouped.k)]
 
 
 def unpack_grads(grouped: GroupedNIN) -> list[dict[str, torch.Tensor | None]]:
@@ -132,8 +132,7 @@ def unpack_grads(grouped: GroupedNIN) -> list[dict[str, torch.Tensor | None]]:
     out: list[dict[str, torch.Tensor | None]] = [{} for _ in range(grouped.k)]
     for name, p in grouped.named_parameters():
         for i in range(grouped.k):
-            g = p.grad
-            out[i][name] = None if g is None else (g[i] if is_head(name) else g.chunk(grouped.k, 0)[i]).clone()
+            out[i][name] = None if p.grad is None else member_part(name, p.grad, grouped.k, i).clone()
     return out
 
 
