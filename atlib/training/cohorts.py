@@ -46,7 +46,8 @@ from .engine import (DEFAULT_RESULTS, TrainingError, _autocast, _device_name, _p
                      _set_rng_state, build_student, channels_last_wanted, epoch_row, finish_run, graph_wanted,
                      make_optimizer, make_source, prepare, provenance, resolve_device, train)
 from . import grouped_nin
-from .grouped_wrn import COHORT_TERMS, CohortWRN, _is_indexed, _take, cohort_loss_vectors, pack, unpack
+from .grouped_wrn import (COHORT_TERMS, CohortWRN, _is_indexed, _take, cohort_loss_vectors, join_parts, member_part,
+                          pack, unpack)
 from .steps import StepRunner, zero_momentum
 from .store import RunStore
 
@@ -248,18 +249,12 @@ def make_grouped_nin_step(grouped: grouped_nin.GroupedNIN, objectives, teachers,
 
 
 class Family:
-    """How the runs of one student family train as a cohort: their grouped network (``pack``, ``unpack``), where a
-    member's slice of a cohort tensor lies (``member``, ``join``), the terms it computes and its step body."""
+    """How the runs of one student family train as a cohort: their grouped network (``pack``, ``unpack``), which of
+    its tensors have a leading run axis (``indexed``, for ``grouped_wrn.member_part`` / ``join_parts``), the terms it
+    computes and its step body."""
 
     def __init__(self, terms, pack, unpack, indexed, step):
-        self.terms, self.pack, self.unpack, self._indexed, self.step = tuple(terms), pack, unpack, indexed, step
-
-    def member(self, name: str, tensor: torch.Tensor, k: int, i: int) -> torch.Tensor:
-        """Member ``i``'s part of the cohort tensor ``name`` (a leading run axis, or K blocks along dim 0)."""
-        return tensor[i] if self._indexed(name) else tensor.chunk(k, dim=0)[i]
-
-    def join(self, name: str, parts: list[torch.Tensor]) -> torch.Tensor:
-        return torch.stack(parts) if self._indexed(name) else torch.cat(parts, 0)
+        self.terms, self.pack, self.unpack, self.indexed, self.step = tuple(terms), pack, unpack, indexed, step
 
 
 def _wrn_step(cohort, configs, teachers, objectives, optimizer, device, state, shared_batches):
@@ -364,7 +359,7 @@ def _train_cohort(pending, store: RunStore, device, progress, restart, log, grap
         for name, p in cohort.named_parameters():
             bufs = [m[name] for m in momentum]
             if all(b is not None for b in bufs):
-                optimizer.state[p]["momentum_buffer"] = family.join(name, bufs).to(p.device).clone()
+                optimizer.state[p]["momentum_buffer"] = join_parts(name, bufs, family.indexed).to(p.device).clone()
 
     state = {"epoch": start_epoch, "active": None}
     body = family.step(cohort, configs, teachers, objectives, optimizer, device, state, shared_batches)
@@ -431,7 +426,7 @@ def _train_cohort(pending, store: RunStore, device, progress, restart, log, grap
             for name, p in students[i].named_parameters():
                 buf = optimizer.state.get(cohort_params[name], {}).get("momentum_buffer")
                 if buf is not None:
-                    member.state[p]["momentum_buffer"] = family.member(name, buf, k, i).detach().clone()
+                    member.state[p]["momentum_buffer"] = member_part(name, buf, k, i, family.indexed).detach().clone()
             store.save_checkpoint(run_id, {"epoch": epoch + 1, "student": students[i].state_dict(),
                                            "objective": objectives[i].state_dict(),
                                            "optimizer": member.state_dict(), "rng": _rng_state(generators[i], device)})

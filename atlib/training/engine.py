@@ -345,19 +345,14 @@ def channels_last_wanted(channels_last: bool | None, device: torch.device, sourc
     return bool(channels_last)
 
 
-def check_compilable(objective: Objective) -> None:
-    """TrainingError for an objective built on input gradients: compiled graphs do not support the double
-    backpropagation of Table 3's terms."""
+def compile_models(objective: Objective, *models: nn.Module | None) -> None:
+    """Compile the models' forward in place with ``torch.compile`` (Inductor fuses BatchNorm, ReLU and the
+    additions; the state dict keeps its names). TrainingError, before anything is compiled, for an objective built on
+    input gradients: compiled graphs do not support the double backpropagation of Table 3's terms."""
     needs_grad = [n for n, t in objective.terms.items() if t.needs_student_input_grad]
     if needs_grad:
         raise TrainingError(f"compile: the terms {needs_grad} backpropagate through an input gradient, which "
                             f"torch.compile does not support; train this run without compiling (--compile)")
-
-
-def compile_models(objective: Objective, *models: nn.Module | None) -> None:
-    """Compile the models' forward in place with ``torch.compile`` (Inductor fuses BatchNorm, ReLU and the
-    additions; the state dict keeps its names), after ``check_compilable(objective)``."""
-    check_compilable(objective)
     for model in models:
         if model is not None:
             model.compile()
@@ -408,8 +403,8 @@ def train_steps(config: RunConfig, results: Path, progress: bool, restart: bool,
     # group counts, input-gradient terms to compile) leaves no run directory behind
     student = build_student(config, source.num_classes, device)
     objective = build_objective(config.terms, student, teacher)
-    if compile:
-        check_compilable(objective)
+    if compile:  # marks the forwards for compilation (it happens at their first call)
+        compile_models(objective, student, teacher)
     if restart and ctx.is_main:
         store.delete_run_state(run_id)
     if ctx.is_main:
@@ -423,8 +418,6 @@ def train_steps(config: RunConfig, results: Path, progress: bool, restart: bool,
         if teacher is not None:
             teacher.to(memory_format=torch.channels_last)
     objective = objective.to(device)
-    if compile:
-        compile_models(objective, student, teacher)
     trainable = [p for p in student.parameters() if p.requires_grad] + list(objective.parameters())
     optimizer = make_optimizer(trainable, config, device)
     generator = torch.Generator().manual_seed(config.seed)

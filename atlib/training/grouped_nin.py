@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from ..losses import full_precision
 from ..models.nin import _KERNELS, NIN
 from ..objective import BatchContext, Objective, ObjectiveOutput
-from .grouped_wrn import CohortLinear, _check_k, split_groups
+from .grouped_wrn import CohortLinear, _check_k, load_members, member_grads, member_states, split_groups
 
 
 # the terms a grouped NIN computes: every term but F-ActT (its adapters would need a grouped form of their own)
@@ -76,11 +76,6 @@ def is_head(key: str) -> bool:
     return key.startswith("fc.")  # stored with a leading run axis; every conv tensor is K blocks along dim 0
 
 
-def member_part(key: str, tensor: torch.Tensor, k: int, i: int) -> torch.Tensor:
-    """Run ``i``'s part of the grouped tensor ``key`` (a parameter, its gradient or its momentum)."""
-    return tensor[i] if is_head(key) else tensor.chunk(k, dim=0)[i]
-
-
 def pack(students: Sequence[NIN]) -> GroupedNIN:
     """A grouped network whose run k holds exactly the parameters of ``students[k]`` (BN-free NINs of one width,
     dtype and device); on that device and dtype, in train mode."""
@@ -109,31 +104,18 @@ def pack(students: Sequence[NIN]) -> GroupedNIN:
     with torch.random.fork_rng(devices=[]):  # its throwaway init must not move the caller's random stream
         grouped = GroupedNIN(widths, len(students), first.fc.out_features, first.relu_before_pool)
     grouped.to(device=p0.device, dtype=p0.dtype)
-    states = [s.state_dict() for s in students]
-    target = grouped.state_dict()
-    if set(target) != set(states[0]):
-        raise AssertionError(f"grouped/NIN key mismatch: {sorted(set(target) ^ set(states[0]))}")
-    with torch.no_grad():
-        for key, dest in target.items():
-            parts = [state[key] for state in states]
-            dest.copy_(torch.stack(parts) if is_head(key) else torch.cat(parts, dim=0))
+    load_members(grouped, [s.state_dict() for s in students], is_head)
     return grouped
 
 
 def unpack(grouped: GroupedNIN) -> list[dict[str, torch.Tensor]]:
     """The K runs' state dicts in ``NIN`` key names (independent copies)."""
-    state = grouped.state_dict()
-    return [{key: member_part(key, t, grouped.k, i).detach().clone() for key, t in state.items()}
-            for i in range(grouped.k)]
+    return member_states(grouped, grouped.k, is_head)
 
 
 def unpack_grads(grouped: GroupedNIN) -> list[dict[str, torch.Tensor | None]]:
     """The K runs' parameter gradients keyed by ``NIN`` parameter names (None where no gradient)."""
-    out: list[dict[str, torch.Tensor | None]] = [{} for _ in range(grouped.k)]
-    for name, p in grouped.named_parameters():
-        for i in range(grouped.k):
-            out[i][name] = None if p.grad is None else member_part(name, p.grad, grouped.k, i).clone()
-    return out
+    return member_grads(grouped, grouped.k, is_head)
 
 
 def objective_outputs(grouped: GroupedNIN, objectives: Sequence[Objective], teachers: Sequence[nn.Module | None],

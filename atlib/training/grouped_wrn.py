@@ -197,8 +197,44 @@ def _is_indexed(key: str) -> bool:
     return key.startswith("fc.") or key.endswith("num_batches_tracked")
 
 
-def _student_slice(key: str, tensor: torch.Tensor, k: int, index: int) -> torch.Tensor:
-    return tensor[index] if _is_indexed(key) else tensor.chunk(k, dim=0)[index]
+# Where each run lies in a grouped tensor, for any grouped network: ``indexed(key)`` says whether the tensor named
+# ``key`` has a leading run axis; otherwise it is K blocks along dim 0. (grouped_nin uses these with its own predicate.)
+def member_part(key: str, tensor: torch.Tensor, k: int, index: int, indexed=_is_indexed) -> torch.Tensor:
+    """Run ``index``'s part of the grouped tensor ``key`` (a parameter, buffer, gradient or momentum buffer)."""
+    return tensor[index] if indexed(key) else tensor.chunk(k, dim=0)[index]
+
+
+def join_parts(key: str, parts: Sequence[torch.Tensor], indexed=_is_indexed) -> torch.Tensor:
+    """The grouped tensor ``key`` from the K runs' ``parts`` (inverse of ``member_part``)."""
+    return torch.stack(list(parts)) if indexed(key) else torch.cat(list(parts), dim=0)
+
+
+def load_members(grouped: nn.Module, states: Sequence[Mapping[str, torch.Tensor]], indexed=_is_indexed) -> None:
+    """Copy the K runs' state dicts into ``grouped`` (whose key names mirror theirs)."""
+    target = grouped.state_dict()
+    if set(target) != set(states[0]):
+        raise AssertionError(f"grouped/single key mismatch: {sorted(set(target) ^ set(states[0]))}")
+    with torch.no_grad():
+        for key, dest in target.items():
+            src = join_parts(key, [state[key] for state in states], indexed)
+            if src.shape != dest.shape:
+                raise AssertionError(f"{key}: packed shape {tuple(src.shape)} != grouped shape {tuple(dest.shape)}")
+            dest.copy_(src)
+
+
+def member_states(grouped: nn.Module, k: int, indexed=_is_indexed) -> list[dict[str, torch.Tensor]]:
+    """The K runs' state dicts (independent copies)."""
+    state = grouped.state_dict()
+    return [{key: member_part(key, t, k, i, indexed).detach().clone() for key, t in state.items()} for i in range(k)]
+
+
+def member_grads(grouped: nn.Module, k: int, indexed=_is_indexed) -> list[dict[str, torch.Tensor | None]]:
+    """The K runs' parameter gradients by parameter name (None where no gradient)."""
+    out: list[dict[str, torch.Tensor | None]] = [{} for _ in range(k)]
+    for name, p in grouped.named_parameters():
+        for i in range(k):
+            out[i][name] = None if p.grad is None else member_part(name, p.grad, k, i, indexed).detach().clone()
+    return out
 
 
 def _architecture(model: nn.Module) -> dict[str, Any]:
@@ -238,35 +274,19 @@ def pack(students: Sequence[WideResNet]) -> CohortWRN:
     with torch.random.fork_rng(devices=[]):  # the throwaway init must not shift the caller's RNG stream
         cohort = CohortWRN(ref["depth"], ref["width"], k, ref["num_classes"])
     cohort.to(device=params0.device, dtype=params0.dtype)
-    states = [s.state_dict() for s in students]
-    target = cohort.state_dict()
-    if set(target) != set(states[0]):
-        raise AssertionError(f"cohort/WRN key mismatch: {sorted(set(target) ^ set(states[0]))}")
-    with torch.no_grad():
-        for key, dest in target.items():
-            parts = [state[key] for state in states]
-            src = torch.stack(parts) if _is_indexed(key) else torch.cat(parts, dim=0)
-            if src.shape != dest.shape:
-                raise AssertionError(f"{key}: packed shape {tuple(src.shape)} != cohort shape {tuple(dest.shape)}")
-            dest.copy_(src)
+    load_members(cohort, [s.state_dict() for s in students])
     return cohort
 
 
 def unpack(cohort: CohortWRN) -> list[dict[str, torch.Tensor]]:
     """The K students' state dicts in ``WideResNet`` key names (independent copies), loadable with
     ``WideResNet(depth, width, num_classes).load_state_dict(state, strict=True)``."""
-    state = cohort.state_dict()
-    return [{key: _student_slice(key, t, cohort.k, i).detach().clone() for key, t in state.items()}
-            for i in range(cohort.k)]
+    return member_states(cohort, cohort.k)
 
 
 def unpack_grads(cohort: CohortWRN) -> list[dict[str, torch.Tensor | None]]:
     """The K students' parameter gradients keyed by ``WideResNet`` parameter names (None where no gradient)."""
-    out: list[dict[str, torch.Tensor | None]] = [{} for _ in range(cohort.k)]
-    for name, p in cohort.named_parameters():
-        for i in range(cohort.k):
-            out[i][name] = None if p.grad is None else _student_slice(name, p.grad, cohort.k, i).detach().clone()
-    return out
+    return member_grads(cohort, cohort.k)
 
 
 # ------------------------------------------------------------------------------------------------ losses
