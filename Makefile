@@ -6,7 +6,7 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 SHARED_DATA := $(abspath ../shared/datasets)
 export ATLIB_DATA ?= $(if $(wildcard $(SHARED_DATA)/cifar-10-batches-py),$(SHARED_DATA),)
 
-.PHONY: setup test reproduce clean-venv
+.PHONY: setup test reproduce campaign-commit clean-venv
 
 PROFILE ?= one-seed
 SET ?=      # profile overrides, e.g. SET="seeds=[0,1] epochs=3" (no spaces inside a value)
@@ -24,6 +24,10 @@ test: setup
 
 reproduce: setup
 	$(PY) -m atlib reproduce --profile $(PROFILE) $(if $(strip $(SET)),--set $(SET))
+
+# stop the background CPU campaign (if one runs) and commit its changed run directories with the epochs reached
+campaign-commit: setup
+	$(PY) -m atlib campaign commit --profile $(PROFILE) --stop
 
 clean-venv:
 	rm -rf $(VENV)

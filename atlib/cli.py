@@ -116,11 +116,19 @@ def build_parser() -> argparse.ArgumentParser:
                        "the runs there). campaign pack --profile P --out DIR: pack the profile's runs. campaign "
                        "import PATH...: import a pack (its parts, or a directory holding them). campaign status "
                        "--profile P: where every run of the suite stands.")
-    c.add_argument("action", nargs="?", default="run", choices=["run", "pack", "import", "status"])
+    c.add_argument("action", nargs="?", default="run",
+                   choices=["run", "pack", "import", "status", "start", "stop", "commit", "lane"])
     c.add_argument("paths", nargs="*", help="import: the pack's parts, or a directory holding them")
     c.add_argument("--profile", help="one-seed (default), paper, or a YAML file; import: the profile the pack "
                    "must hold (default: the one it holds)")
-    c.add_argument("--deadline", type=float, help="run: seconds from now by which training stops")
+    c.add_argument("--deadline", help="run, start: seconds from now by which training stops (start: or an end "
+                   "time, HH:MM or YYYY-MM-DDTHH:MM)")
+    c.add_argument("--lanes", type=int, default=2, help="start: processes training side by side (default 2)")
+    c.add_argument("--threads", type=int, default=1, help="start: intra-op threads per lane (default 1)")
+    c.add_argument("--nice", type=int, default=19, help="start: scheduling priority of the lanes (default 19)")
+    c.add_argument("--stop", action="store_true", help="commit: stop the campaign first")
+    c.add_argument("--until", type=float, help=argparse.SUPPRESS)   # lane: the end as time.time()
+    c.add_argument("--name", help=argparse.SUPPRESS)                # lane: its name in claims and the log
     c.add_argument("--out", help="run: pack the runs into this directory when done; pack: where to write")
     c.add_argument("--data-root", help="override the profile's data root")
     c.add_argument("--device", help="override the profile's device")
@@ -226,10 +234,10 @@ def cmd_campaign(args: argparse.Namespace) -> int:
         _print_pack(packs.pack(settings, args.out))
         return 0
     total = len(campaign.jobs(settings))
-    if args.action == "status":
-        print(campaign.describe(campaign.status(settings), total, finished="finished"))
-        return 0
-    if args.deadline is None or not args.deadline > 0:
+    if args.action in ("start", "stop", "commit", "lane", "status"):
+        return _background(args, settings, total)
+    deadline = _float(args.deadline, "--deadline")
+    if deadline is None or not deadline > 0:
         raise ConfigError(f"campaign needs --deadline SECONDS > 0, got {args.deadline}")
     if not campaign.groups(settings):
         print(f"campaign: nothing left to train: all {total} runs of profile {settings.profile!r} are finished "
@@ -237,11 +245,96 @@ def cmd_campaign(args: argparse.Namespace) -> int:
         return 0
     started = time.time()
     try:
-        outcome = campaign.run(settings, args.deadline)
+        outcome = campaign.run(settings, deadline)
         print(campaign.describe(outcome, total))
     finally:
         if args.out:  # what this call changed (the rest is in the checkout already)
             _print_pack(packs.pack(settings, args.out, since=started))
+    return 0
+
+
+def _float(text: str | None, flag: str) -> float | None:
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"{flag} must be a number of seconds, got {text!r}") from None
+
+
+def _background(args: argparse.Namespace, settings, total: int) -> int:
+    """campaign start / stop / status / lane: the campaign as background processes (``atlib.paper.background``)."""
+    from .paper import background, campaign
+    if args.action == "status":
+        jobs = [(c.run_id(teacher_label=c.teacher_arch), c.epochs) for c in campaign.value_order(settings)]
+        print(background.describe(settings, background.progress(settings, jobs)))
+        print(campaign.describe(campaign.status(settings), total, finished="finished").split("\n")[-1])
+        return 0
+    if args.action == "commit":
+        if args.stop and background.read_state(settings) is not None:
+            pids, _ = background.stop(settings)
+            print(f"campaign stop: stopped pid {', '.join(map(str, pids))}" if pids else
+                  "campaign stop: no lane was running")
+        message = background.commit(settings)
+        print(f"campaign commit: {message}" if message else "campaign commit: no run directory changed")
+        return 0
+    if args.action == "stop":
+        if background.read_state(settings) is None:
+            print(f"campaign stop: no campaign is running on {settings.store_root}; nothing to stop")
+            return 0
+        pids, changed = background.stop(settings)
+        print(f"campaign stop: stopped pid {', '.join(map(str, pids))}" if pids
+              else "campaign stop: no lane was running (stale state removed)")
+        print("changed run directories (commit them):" if changed else "no run directory changed")
+        for path in changed:
+            print(f"  {path}")
+        return 0
+    if args.action == "lane":
+        return _lane(args, settings)
+    if args.deadline is None:
+        raise ConfigError("campaign start needs --deadline (seconds from now, or an end time HH:MM)")
+    until = background.parse_deadline(args.deadline)
+    extra = [flag for flag, value in (("--device", args.device), ("--data-root", args.data_root)) if value
+             for flag in (flag, value)]
+    state = background.start(settings, args.profile or "one-seed", until, args.lanes, args.threads, args.nice,
+                             extra)
+    print(f"campaign start: pid {', '.join(map(str, state['pids']))} ({state['lanes']} lane(s) x "
+          f"{state['threads']} thread(s), nice {state['nice']}) until {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(until))}; "
+          f"log {state['log']}")
+    return 0
+
+
+def _lane(args: argparse.Namespace, settings) -> int:
+    """One background lane: the campaign's runs in value order with claims, until ``--until``."""
+    import contextlib
+    import dataclasses
+    import os
+    import signal
+
+    import torch
+
+    from .paper import campaign
+    from .paper.workers import work
+
+    def stop_now(signum, frame):  # campaign stop: leave the epoch in flight (its checkpoint is the last whole one)
+        raise SystemExit(143)
+
+    signal.signal(signal.SIGTERM, stop_now)
+    if args.nice:
+        os.nice(args.nice)
+        # a lane leads its own session, hence its own scheduler autogroup: a process's nice value only ranks it
+        # within its group, so the group's nice is what makes the lane yield to other work on the machine
+        with contextlib.suppress(OSError):
+            Path("/proc/self/autogroup").write_text(f"{args.nice}\n")
+    torch.set_num_threads(args.threads)
+    for handler in logging.getLogger("atlib").handlers:
+        handler.setFormatter(logging.Formatter(f"%(asctime)s {args.name or 'lane'} %(message)s",
+                                               "%Y-%m-%d %H:%M:%S"))
+    settings = dataclasses.replace(settings, train=True, progress=False)
+    on_cpu = settings.device == "cpu" or (settings.device == "auto" and not torch.cuda.is_available())
+    channels_last = True if on_cpu else None  # NHWC: 1.2-1.3x on CPUs (atlib.paper.demo); the engine's own on GPUs
+    work(settings, name=args.name, configs=campaign.value_order(settings), until=args.until,
+         channels_last=channels_last)
     return 0
 
 

@@ -47,7 +47,8 @@ from atlib.objective import build_objective
 from atlib.training.cohorts import TeacherPass, cohort_epoch, make_cohort_step, make_grouped_nin_step
 from atlib.training.concurrent import on_stream, run_streams
 from atlib.training.config import RunConfig
-from atlib.training.engine import _device_name, compile_models, make_optimizer, make_step, resolve_device
+from atlib.training.provenance import device_name
+from atlib.training.engine import compile_models, make_optimizer, make_step, resolve_device
 from atlib.training import grouped_nin
 from atlib.training.grouped_wrn import pack, stack_inputs
 from atlib.training.steps import StepRunner
@@ -423,7 +424,7 @@ def main() -> None:
     data = ImageSet(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
                     torch.randint(0, 10, (n,), generator=g))
     header = {"commit": os.environ.get("ATLIB_COMMIT", "unknown"), "device": str(device),
-              "device_name": _device_name(device), "torch": torch.__version__,
+              "device_name": device_name(device), "torch": torch.__version__,
               "python": platform.python_version(), "cpu_threads": torch.get_num_threads(), "images": n,
               "repeats": args.repeats, "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
     print(f"# atlib throughput vs an authors'-style loop, batch 128 per student, {n} random images per student per "

@@ -51,7 +51,7 @@ def snapshot(root: Path) -> dict[str, str]:
 
 def comparable(rows: list[dict]) -> list[dict]:
     """Metrics rows without what depends on the machine's speed."""
-    return [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for r in rows]
+    return [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s", "at")} for r in rows]
 
 
 # -- order and groups ------------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from interrupts import interrupted_on_call
 from teacher_runs import copy_teacher, train_teacher
 
 COMMON = dict(dataset="sample", train_subset=160, test_subset=100, batch_size=64, device="cpu", lr_milestones=[1])
-TIMING = ("seconds", "images_per_s", "environment")
+TIMING = ("seconds", "images_per_s", "at", "environment")
 
 
 @pytest.fixture(scope="module")

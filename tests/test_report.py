@@ -85,8 +85,8 @@ def test_in_progress_cell_shows_its_epoch_and_a_smaller_estimate(tmp_path):
     store.write_config(config.run_id(), config.identity())
     store.save_checkpoint(config.run_id(), {"epoch": 50})
     summary = report.summarize(report.collect([cell], settings))
-    assert summary["status"][0] == "in progress (epoch 50)" and summary["n"][0] == 0
-    assert "*in progress (epoch 50)*" in report.markdown_table(summary, "t")
+    assert summary["status"][0] == "in progress (epoch 50/200)" and summary["n"][0] == 0
+    assert "*in progress (epoch 50/200)*" in report.markdown_table(summary, "t")
     full = report.missing_runs([cell], settings.__class__(**{**settings.__dict__, "results_dir": str(tmp_path / "x")}))
     part = report.missing_runs([cell], settings)
     assert part[0]["seconds"] == pytest.approx(full[0]["seconds"] * 0.75)
@@ -176,3 +176,44 @@ def test_figures_of_missing_runs_are_not_built(tmp_path):
     path = report.attention_comparison(settings, count=2)
     assert path is not None and path.exists()
     assert report.training_curves_figure(settings).exists()
+
+
+def test_headline_in_progress_then_finished_with_its_verdict_and_segments(tmp_path):
+    settings = one_seed(tmp_path)
+    row = cells_of(table1)
+    store = RunStore(settings.store_root)
+    student = config_for(row[("WRN-16-1 / WRN-16-2", "student")], settings, 0)
+    cpu = {"device_name": "AMD EPYC (no AVX-512)", "threads": 1, "torch": "2.14.1", "commit": "abc1234",
+           "precision": "fp32", "channels_last": True, "cuda_graph": False, "compiled": False}
+    gpu = {**cpu, "device_name": "NVIDIA H200", "threads": 8, "commit": "def5678", "channels_last": True}
+    store.write_config(student.run_id(), student.identity())
+    for epoch, error in ((1, 60.0), (2, 41.5), (3, 33.25)):
+        store.append_metrics(student.run_id(), {"epoch": epoch, "test_error": error, "seconds": 360.0,
+                                                "images_per_s": 150.0, "at": f"2026-12-07T0{epoch}:00:00Z",
+                                                "environment": cpu})
+    store.save_checkpoint(student.run_id(), {"epoch": 2})  # the third line is a cut epoch: not counted
+    text = report.headline_markdown(settings)
+    assert "| student | 41.50 now | 8.77 | training: epoch 2/200, about 20 h left at its rate |" in text
+    assert "| AT | - | 7.93 | not run yet |" in text and "Not answered yet" in text
+    segs = report.segment_rows([row[("WRN-16-1 / WRN-16-2", "student")]], settings)
+    assert [(s["first"], s["last"], s["how"]["device_name"]) for s in segs] == [(1, 2, "AMD EPYC (no AVX-512)")]
+    assert "| 1-2 (so far) | AMD EPYC (no AVX-512) | 1 | 2.14.1 | abc1234 | NHWC | 2026-12-07 01:00 .. " \
+        "2026-12-07 02:00 | 150 |" in report.segments_markdown(segs)
+
+    # both finish: the student's last epochs on a GPU (two segments), AT 0.5 points better
+    at = config_for(row[("WRN-16-1 / WRN-16-2", "AT")], settings, 0)
+    for config, errors in ((student, {198: 9.0, 199: 8.9, 200: 8.8}), (at, {200: 8.3})):
+        for epoch, error in errors.items():
+            store.append_metrics(config.run_id(teacher_label=config.teacher_arch),
+                                 {"epoch": epoch, "test_error": error, "seconds": 1.0, "images_per_s": 3e4,
+                                  "at": "2026-12-08T00:00:00Z", "environment": gpu})
+    from atlib.training.provenance import segments
+    assert [(s["first"], s["last"]) for s in segments(store.read_metrics(student.run_id()))] == \
+        [(1, 3), (198, 200)]  # a gap in the epochs starts a new segment too
+    finish(settings, row[("WRN-16-1 / WRN-16-2", "student")], 8.8)
+    finish(settings, row[("WRN-16-1 / WRN-16-2", "AT")], 8.3)
+    text = report.headline_markdown(settings)
+    assert "| student | 8.80 | 8.77 | finished (200 epochs) |" in text
+    assert "**AT beats the student by 0.50 points** (paper: 0.84). One seed each" in text
+    finish(settings, row[("WRN-16-1 / WRN-16-2", "AT")], 9.0)
+    assert "**AT does not beat the student here** (AT minus student: +0.20 points" in report.headline_markdown(settings)

@@ -99,6 +99,13 @@ def headline_jobs(settings: Settings) -> list[Job]:
     return [Job(STAGES[0].name, seed, config_for(row[column], settings, seed)) for column in HEADLINE]
 
 
+def value_order(settings: Settings) -> list[RunConfig]:
+    """Every run of the suite once, the headline pair first (after its teacher), then ``jobs`` order: what a
+    background campaign's lanes train (``paper.background``)."""
+    first = [teacher_config(key, settings) for key in STAGES[0].teachers] + [j.config for j in headline_jobs(settings)]
+    return first + [j.config for j in jobs(settings) if j.config not in first]
+
+
 def progress_of(store: RunStore, run_id: str) -> tuple[str, int]:
     """(status, epochs with a checkpoint): "finished", "in progress" (a checkpoint exists) or "not started"."""
     status = store.status(run_id)

@@ -24,7 +24,8 @@ import torch  # noqa: E402
 from ..attention import attention_image  # noqa: E402
 from ..data import ImageSet, normalize  # noqa: E402
 from ..training.engine import model_from_state  # noqa: E402
-from ..training.store import RunStore  # noqa: E402
+from ..training.provenance import segments  # noqa: E402
+from ..training.store import RunStore, StoreError  # noqa: E402
 from .grids import FIGURE_6_ROW, FIGURE_6_RUNS, TABLE_TITLES, Cell, table1_row
 from .settings import Settings
 from .suite import run_id_for
@@ -51,10 +52,21 @@ def collect(cells: Iterable[Cell], settings: Settings) -> pd.DataFrame:
             status, epochs = run_progress(store, run_id)
             record = store.read_record(run_id) if status == "finished" else None
             value = math.nan if record is None else record.get(cell.metric, math.nan)
+            now, of = current_error(store, run_id, epochs) if status == "in progress" else (math.nan, None)
             rows.append({"table": cell.table, "row": cell.row, "column": cell.column, "paper": cell.paper,
                          "seed": seed, "run_id": run_id, "test_error": value, "status": status,
-                         "epochs": epochs})
+                         "epochs": epochs, "of": of, "now": now})
     return pd.DataFrame(rows)
+
+
+def current_error(store: RunStore, run_id: str, epochs: int) -> tuple[float, int | None]:
+    """An unfinished run's test error at its last checkpointed epoch (NaN if unknown) and its length in epochs."""
+    rows = store.read_metrics(run_id)[:epochs]
+    try:
+        of = int(store.read_config(run_id)["epochs"])
+    except (StoreError, KeyError, TypeError, ValueError):
+        of = None
+    return (float(rows[-1]["test_error"]) if rows and rows[-1]["epoch"] == epochs else math.nan), of
 
 
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
@@ -80,11 +92,19 @@ def _cell_status(group: pd.DataFrame) -> str:
     running = group[group["status"] == "in progress"]
     parts = []
     if len(running):
-        parts.append("in progress (" + ", ".join(f"epoch {e}" for e in running["epochs"]) + ")")
+        parts.append("in progress (" + ", ".join(_epoch_now(r) for r in running.to_dict("records")) + ")")
     waiting = int((group["status"] == "not run yet").sum())
     if waiting:
         parts.append("not run yet" if waiting == len(group) else f"{waiting} of {len(group)} seeds not run yet")
     return "; ".join(parts)
+
+
+def _epoch_now(run: dict) -> str:
+    """``epoch 57/200, test error now 14.20%`` (what is known of an unfinished run)."""
+    of = run.get("of")
+    text = f"epoch {run['epochs']}" + (f"/{int(of)}" if of is not None and not pd.isna(of) else "")
+    now = run.get("now")
+    return text + (f", test error now {now:.2f}%" if now is not None and not pd.isna(now) else "")
 
 
 def _fmt(value, digits=2) -> str:
@@ -150,17 +170,21 @@ def missing_markdown(missing: list[dict], settings: Settings) -> str:
     if not missing:
         return ""
     total = sum(m["seconds"] or 0 for m in missing)
-    lines = [f"**Not run yet: {len(missing)} run(s), about {total / 3600:.1f} GPU-hours** (estimates from the "
-             f"throughput measured on {_measured_on()}; `~`: from similar runs). All of them, in value order, "
-             f"a GPU window at a time: `python -m atlib campaign --profile {settings.profile} --deadline SECONDS` "
-             f"(or `make reproduce PROFILE={settings.profile}` on a GPU). One at a time:", ""]
+    running = sum(m["status"] == "in progress" for m in missing)
+    lines = [f"**Not finished: {len(missing)} run(s)" + (f" ({running} in progress)" if running else "")
+             + f", about {total / 3600:.1f} GPU-hours** (estimated from the throughput measured on {_measured_on()}"
+             f"; `~`: from similar runs). All of them, in value order: on a GPU, a window at a time, `python -m "
+             f"atlib campaign --profile {settings.profile} --deadline SECONDS` (or `make reproduce "
+             f"PROFILE={settings.profile}`); on a CPU, in the background, `python -m atlib campaign start --profile "
+             f"{settings.profile} --device cpu --deadline SECONDS`.", "",
+             "<details><summary>The command that trains each run</summary>", ""]
     for m in missing:
         state = (f"in progress, epoch {m['epochs']}/{m['of']} (the same command resumes it)"
                  if m["status"] == "in progress" else "not run yet")
         teacher = "; needs its teacher first" if m["teacher_missing"] else ""
         command = f"`{m['command']}`" if m["command"] else "(no single command: run its notebook)"
         lines.append(f"- {m['label']}: {state}, {_minutes(m['seconds'], m['approximate'])}{teacher}: {command}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + ["", "</details>"]) + "\n"
 
 
 def _measured_on() -> str:
@@ -461,6 +485,95 @@ def provenance_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def segment_rows(cells: Sequence[Cell], settings: Settings) -> list[dict]:
+    """Which epochs of each run (finished or in progress) ran where: one row per ``provenance.segments`` stretch."""
+    store, out, seen = RunStore(settings.store_root), [], set()
+    for cell in cells:
+        for seed in settings.seeds:
+            run_id = run_id_for(cell, settings, seed)
+            status, epochs = run_progress(store, run_id)
+            if run_id in seen or status == "not run yet":
+                continue
+            seen.add(run_id)
+            rows = store.read_metrics(run_id)
+            rows = rows if status == "finished" else rows[:epochs]
+            out += [{"run_id": run_id, "status": status, **seg} for seg in segments(rows)]
+    return out
+
+
+def segments_markdown(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    lines = ["Which epochs ran where (a run may continue on another machine at an epoch boundary):", "",
+             "| run | epochs | device | threads | torch | code commit | layout | dates (UTC) | images/s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        how = r["how"]
+        dates = " .. ".join(dict.fromkeys(d[:16].replace("T", " ") for d in (r["from"], r["to"]) if d)) or \
+            "not recorded"
+        layout = "-" if how["channels_last"] is None else ("NHWC" if how["channels_last"] else "NCHW")
+        lines.append(f"| `{r['run_id']}` | {r['first']}-{r['last']}{'' if r['status'] == 'finished' else ' (so far)'}"
+                     f" | {how['device_name'] or '-'} | {how['threads'] or '-'} | {how['torch'] or '-'} | "
+                     f"{how['commit'] or 'not recorded'} | {layout} | {dates} | {r['images_per_s']:,.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+# -- the paper's headline ------------------------------------------------------------------------------------------
+HEADLINE_COLUMNS = ("student", "AT")  # Table 1, WRN-16-1 / WRN-16-2: the paper's main claim
+
+
+def headline(settings: Settings) -> list[dict]:
+    """The WRN-16-1 student and AT runs (first seed): status, epochs, error (final, or now), the paper's value."""
+    row, store = table1_row(FIGURE_6_ROW), RunStore(settings.store_root)
+    out = []
+    for column in HEADLINE_COLUMNS:
+        cell = row[column]
+        run_id = run_id_for(cell, settings, settings.seeds[0])
+        status, epochs = run_progress(store, run_id)
+        if status == "finished":
+            error, of = store.read_record(run_id)["test_error"], epochs
+        elif status == "in progress":
+            error, of = current_error(store, run_id, epochs)
+        else:
+            error, of = math.nan, None
+        recent = store.read_metrics(run_id)[:epochs][-5:] if status == "in progress" else []
+        left = (of - epochs) * statistics.median(r["seconds"] for r in recent) if recent and of else None
+        out.append({"column": column, "run_id": run_id, "status": status, "epochs": epochs, "of": of,
+                    "error": error, "paper": cell.paper, "seconds_left": left})
+    return out
+
+
+def headline_markdown(settings: Settings) -> str:
+    """The paper's main claim (AT beats the student, Table 1's WRN-16-1 / WRN-16-2 row) with our runs so far."""
+    runs = headline(settings)
+    lines = ["| WRN-16-1, teacher WRN-16-2 | ours (test error %) | paper | status |", "|---|---|---|---|"]
+    for r in runs:
+        if r["status"] == "finished":
+            ours, state = f"{r['error']:.2f}", "finished (200 epochs)"
+        elif r["status"] == "in progress":
+            ours = "-" if math.isnan(r["error"]) else f"{r['error']:.2f} now"
+            left = "" if r["seconds_left"] is None else f", about {r['seconds_left'] / 3600:.0f} h left at its rate"
+            state = f"training: epoch {r['epochs']}/{r['of']}{left}"
+        else:
+            ours, state = "-", "not run yet"
+        lines.append(f"| {r['column']} | {ours} | {r['paper']:.2f} | {state} |")
+    student, at = runs
+    paper_gain = student["paper"] - at["paper"]
+    if student["status"] == at["status"] == "finished":
+        gain = student["error"] - at["error"]
+        verdict = (f"**AT beats the student by {gain:.2f} points** (paper: {paper_gain:.2f})" if gain > 0 else
+                   f"**AT does not beat the student here** (AT minus student: {-gain:+.2f} points; paper: AT better by "
+                   f"{paper_gain:.2f})")
+        lines += ["", verdict + ". One seed each: a single paired comparison, not a distribution over seeds (the "
+                  "paper reports the median of 5 runs); a difference of a few tenths of a point is within seed "
+                  "noise."]
+    else:
+        lines += ["", f"Not answered yet: the paper's AT gain is {paper_gain:.2f} points; the verdict comes when both "
+                  "runs have finished their 200 epochs. Errors marked *now* are the last finished epoch's, before "
+                  "the learning-rate drops at epochs 60, 120 and 160: not comparable to the paper's yet."]
+    return "\n".join(lines) + "\n"
+
+
 # -- the paper's claims ----------------------------------------------------------------------------------------------
 def _medians(cells: Sequence[Cell], settings: Settings) -> dict[tuple[str, str], tuple[float, int, float, float]]:
     """(row, column) -> (median, n, min, max) over finished seeds (median NaN where none)."""
@@ -570,6 +683,11 @@ def write_report(settings: Settings, tables: dict[str, Path], figures: dict[str,
                      f"tables are trained, every other cell says *not run yet* and the command that trains it. "
                      f"Errors are last-epoch test errors, median over seeds.")
     lines += ["", f"# atlib report: profile `{settings.profile}`", ""]
+    if not note:
+        lines += ["## The paper's headline: does attention transfer beat the student?", "", headline_markdown(settings)]
+        if any(r["status"] != "not run yet" for r in headline(settings)):
+            curves = training_curves_figure(settings)  # Figure 7b: the curves so far
+            lines += [f"![training curves so far]({curves.relative_to(root)})", ""]
     lines += ["Our numbers are the last-epoch test error (%), median over seeds, with n and the spread (min..max), "
               "beside the paper's value. Columns and rows follow the paper. One known difference of schedule: the "
               "authors' code lowers the learning rate at the start of (1-based) epochs 60, 120 and 160, i.e. 59/60/"
@@ -578,7 +696,8 @@ def write_report(settings: Settings, tables: dict[str, Path], figures: dict[str,
         md = Path(csv_path).with_suffix(".md")
         lines += [md.read_text().strip(), "", f"Data: [{Path(csv_path).name}]({Path(csv_path).relative_to(root)})", ""]
     lines += ["## The paper's claims", "", claims_markdown(claims(settings)), ""]
-    lines += ["## Where each run was trained", "", provenance_markdown(provenance_rows(cells, settings)), ""]
+    lines += ["## Where each run was trained", "", provenance_markdown(provenance_rows(cells, settings)), "",
+              segments_markdown(segment_rows(cells, settings)), ""]
     lines += ["## Figures", ""]
     for caption, png in figures.items():
         if png is None:

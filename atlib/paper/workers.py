@@ -12,7 +12,7 @@ import socket
 import time
 from typing import Callable
 
-from ..training import engine
+from ..training import deadline, engine
 from ..training.claims import HEARTBEAT_S, STALE_S, ClaimLost, holding, try_claim
 from ..training.store import RunStore
 from . import demo
@@ -43,9 +43,14 @@ def demo_channels_last(settings: Settings) -> bool | None:
 
 
 def work(settings: Settings, name: str | None = None, stale_after: float = STALE_S, heartbeat: float = HEARTBEAT_S,
-         poll: float = 5.0, log: Callable[[str], None] = logger.info) -> list[str]:
+         poll: float = 5.0, log: Callable[[str], None] = logger.info, configs: list | None = None,
+         until: float | None = None, channels_last: bool | None = None) -> list[str]:
     """Train the suite's runs that no live process holds, one at a time, until every run is finished (waiting while
-    the rest are held by others or wait for their teacher). Returns the run ids this process finished."""
+    the rest are held by others or wait for their teacher). Returns the run ids this process finished.
+
+    ``configs``: these runs in this order instead of the suite (the campaign's value order); ``until``: a
+    ``time.time()`` by which to stop, at the last epoch boundary before it (``training.deadline``); ``channels_last``:
+    the memory layout (None: the demo's for the demo, else the engine's default)."""
     name = name or f"{socket.gethostname()}:{os.getpid()}"
     if not settings.trains_missing():
         raise ValueError(f"profile {settings.profile!r} does not train here (train: {settings.train!r}, device "
@@ -54,10 +59,19 @@ def work(settings: Settings, name: str | None = None, stale_after: float = STALE
     if settings.teachers_from is not None:
         demo.check(settings)  # its borrowed teacher is there, or one line saying how to train it
     store = RunStore(settings.store_root)
-    jobs = suite(settings)
+    jobs = suite(settings) if configs is None else list(configs)
     ids = [c.run_id(teacher_label=c.teacher_arch) for c in jobs]
-    channels_last = demo_channels_last(settings)
+    if channels_last is None:
+        channels_last = demo_channels_last(settings)
+    if until is None:
+        return _work(settings, name, stale_after, heartbeat, poll, log, store, jobs, ids, channels_last, None)
+    with deadline.epoch_deadline(deadline.clock() + (until - time.time())):
+        return _work(settings, name, stale_after, heartbeat, poll, log, store, jobs, ids, channels_last, until)
+
+
+def _work(settings, name, stale_after, heartbeat, poll, log, store, jobs, ids, channels_last, until) -> list[str]:
     mine: list[str] = []
+    longest_epoch = 0.0  # with a deadline, a run is started only if an epoch as long as the longest seen fits
     failed: dict[str, str] = {}  # run id -> why (this worker does not try them again, nor their students)
     while True:
         left = [(c, i) for c, i in zip(jobs, ids) if i not in failed and store.status(i) != "finished"]
@@ -72,6 +86,10 @@ def work(settings: Settings, name: str | None = None, stale_after: float = STALE
                 raise engine.TrainingError(f"{name}: {len(failed)} run(s) failed here ({reasons}); {done} of "
                                            f"{len(ids)} finished")
             log(f"{name}: all {len(ids)} runs finished ({len(mine)} by this process)")
+            return mine
+        if until is not None and until - time.time() <= longest_epoch:
+            log(f"{name}: deadline: {max(until - time.time(), 0):.0f} s left, less than an epoch "
+                f"({longest_epoch:.0f} s); {len(mine)} run(s) finished by this process")
             return mine
         trained = False
         for config, run_id in left:
@@ -92,13 +110,26 @@ def work(settings: Settings, name: str | None = None, stale_after: float = STALE
                 except ClaimLost as e:
                     log(str(e))
                     continue
+                except deadline.DeadlineReached as e:
+                    log(f"{name}: deadline: {e}; {len(mine)} run(s) finished by this process")
+                    return mine
                 except Exception as e:  # noqa: BLE001 - one failing run must not stop the others
                     failed[run_id] = f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
                     logger.error(f"{name}: {run_id} failed ({failed[run_id]}); going on with the others")
                     continue
+                finally:
+                    longest_epoch = max(longest_epoch, _last_epoch_seconds(store, run_id))
                 mine.append(run_id)
                 log(f"{name}: finished {run_id}: test error {record['test_error']:.2f}%")
             trained = True
             break  # look again from the top: teachers first
         if not trained:
             time.sleep(poll)
+
+
+def _last_epoch_seconds(store: RunStore, run_id: str) -> float:
+    try:
+        rows = store.read_metrics(run_id)
+    except (OSError, ValueError):
+        return 0.0
+    return float(rows[-1]["seconds"]) if rows else 0.0

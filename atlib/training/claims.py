@@ -110,6 +110,26 @@ def _create(path: Path, owner: dict) -> bool:
     return True
 
 
+def _holder_gone(store: RunStore, run_id: str) -> bool:
+    """Whether the claim's holder was a process of this machine that no longer exists (killed, or stopped by
+    ``campaign stop`` with SIGKILL): its claim is stale at once, not after ``stale_after``."""
+    owner = owner_of(store, run_id)
+    if not owner or owner.get("host") != socket.gethostname() or not isinstance(owner.get("pid"), int):
+        return False
+    if owner["pid"] == os.getpid():
+        return False
+    try:
+        os.kill(owner["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:  # a zombie (exited, not yet reaped by its parent) is gone too
+        return Path(f"/proc/{owner['pid']}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def _age(path: Path) -> float | None:
     try:
         return time.time() - path.stat().st_mtime
@@ -130,7 +150,7 @@ def try_claim(store: RunStore, run_id: str, name: str, stale_after: float = STAL
     age = _age(path)
     if age is None:  # released between our two looks: try once more
         return Claim(path, owner, heartbeat) if _create(path, owner) else None
-    if age < stale_after:
+    if age < stale_after and not _holder_gone(store, run_id):
         return None
     lock = run_dir / TAKEOVER_DIR
     try:
@@ -145,7 +165,7 @@ def try_claim(store: RunStore, run_id: str, name: str, stale_after: float = STAL
         return None
     try:
         age = _age(path)  # again, under the lock: the claim may have been refreshed or replaced meanwhile
-        if age is not None and age < stale_after:
+        if age is not None and age < stale_after and not _holder_gone(store, run_id):
             return None
         previous = owner_of(store, run_id)
         path.unlink(missing_ok=True)

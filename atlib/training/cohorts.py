@@ -42,9 +42,10 @@ from ..objective import build_objective
 from . import deadline
 from .config import RunConfig
 from .distributed import Dist
-from .engine import (DEFAULT_RESULTS, TrainingError, _autocast, _device_name, _progress_bar, _rng_state,
+from .engine import (DEFAULT_RESULTS, TrainingError, _autocast, _progress_bar, _rng_state,
                      _set_rng_state, build_student, channels_last_wanted, epoch_row, finish_run, graph_wanted,
-                     make_optimizer, make_source, prepare, provenance, resolve_device, train)
+                     make_optimizer, make_source, prepare, resolve_device, train)
+from .provenance import device_name, provenance
 from . import grouped_nin
 from .grouped_wrn import (COHORT_TERMS, CohortWRN, _is_indexed, _take, cohort_loss_vectors, join_parts, member_part,
                           pack, unpack)
@@ -365,7 +366,7 @@ def _train_cohort(pending, store: RunStore, device, progress, restart, log, grap
     body = family.step(cohort, configs, teachers, objectives, optimizer, device, state, shared_batches)
     use_graph = graph_wanted(graph, device, Dist(), source)
     runner = StepRunner(body, device, use_graph, log=log)
-    environment = {"device": str(device), "device_name": _device_name(device), "torch": torch.__version__,
+    environment = {"device": str(device), "device_name": device_name(device), "torch": torch.__version__,
                    "python": platform.python_version(), "processes": 1, "cuda_graph": use_graph,
                    "channels_last": use_channels_last, "compiled": False, **provenance(device, c0.precision),
                    "cohort": {"size": k, "members": ids, "shared_batches": shared_batches}}

@@ -19,7 +19,6 @@ import math
 import os
 import platform
 import statistics
-import subprocess
 import time
 from pathlib import Path
 from typing import Callable
@@ -36,6 +35,7 @@ from ..objective import Objective, build_objective
 from . import claims, deadline
 from .config import RunConfig
 from .distributed import Dist, all_reduce_sum, average_gradients, barrier, setup, teardown
+from .provenance import device_name, provenance, segments
 from .steps import StepRunner, zero_momentum
 from .store import RunStore, StoreError
 
@@ -445,7 +445,7 @@ def train_steps(config: RunConfig, results: Path, progress: bool, restart: bool,
     use_graph = graph_wanted(graph, device, ctx, source)
     runner = StepRunner(make_step(model, teacher, objective, optimizer, config, device, ctx), device, use_graph,
                         log=log)
-    environment = {"device": str(device), "device_name": _device_name(device), "torch": torch.__version__,
+    environment = {"device": str(device), "device_name": device_name(device), "torch": torch.__version__,
                    "python": platform.python_version(), "processes": ctx.world_size, "cuda_graph": use_graph,
                    "channels_last": use_channels_last, "compiled": compile, **provenance(device, config.precision)}
     if concurrent > 1:
@@ -495,9 +495,9 @@ def train_steps(config: RunConfig, results: Path, progress: bool, restart: bool,
                                            "objective": objective.state_dict(), "optimizer": optimizer.state_dict(),
                                            "rng": _rng_state(generator, device)})
         barrier(ctx)
-        if progress:
-            log(f"{run_id} epoch {epoch + 1}/{config.epochs}: train loss {row['train_loss']:.4f}, train error "
-                f"{row['train_error']:.2f}%, test error {row['test_error']:.2f}%, {row['images_per_s']:.0f} img/s")
+        # one line per epoch, bar or not (a background campaign's log has no bar)
+        log(f"{run_id} epoch {epoch + 1}/{config.epochs}: train loss {row['train_loss']:.4f}, train error "
+            f"{row['train_error']:.2f}%, test error {row['test_error']:.2f}%, {row['images_per_s']:.0f} img/s")
         if not ctx.enabled:  # (processes could disagree on the time left)
             deadline.check(run_id, time.perf_counter() - epoch_start, epoch + 1, config.epochs)
             claims.check(run_id)  # taken over by another process (see atlib.training.claims): stop at this boundary
@@ -522,6 +522,7 @@ def epoch_row(epoch: int, lr: float, stats: dict, test: dict, seconds: float, im
         "terms": {k: v for k, v in stats.items() if "/" not in k},
         "details": {k: v for k, v in stats.items() if "/" in k},
         "seconds": seconds, "images_per_s": images_per_s,
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),  # when the epoch ended (provenance per segment)
         "run_id": run_id, "config": full_config, "environment": environment,
     }
 
@@ -538,47 +539,10 @@ def finish_run(store: RunStore, run_id: str, config: RunConfig, state: dict, par
         "train_seconds": sum(m["seconds"] for m in metrics),  # wall time of the epochs, evaluation included
         "images_per_s": statistics.median(m["images_per_s"] for m in metrics),  # training images/s, median epoch
         "parameters": parameters, "config": config.identity(), "environment": environment,
+        "segments": segments(metrics),  # which epochs ran where (a run may move between machines at an epoch)
         "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     store.save_weights(run_id, {k: v.detach().cpu() for k, v in state.items()})
     store.write_record(run_id, record)
     store.delete_checkpoint(run_id)
     return record
-
-
-CODE_PATHS = ("atlib", "profiles", "scripts", "pyproject.toml")  # what makes a run (not results or reports)
-
-
-def code_commit() -> str:
-    """The commit that made a run: ``ATLIB_COMMIT`` (set where the tree travels without ``.git``), else git's HEAD
-    (with ``+dirty`` when the code, ``CODE_PATHS``, differs from it), else ``"unknown"``."""
-    if os.environ.get("ATLIB_COMMIT"):
-        return os.environ["ATLIB_COMMIT"]
-    root = Path(__file__).resolve().parents[2]  # the repository (atlib/training/engine.py)
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                              timeout=10)
-        if head.returncode != 0:
-            return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS],
-                               cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
-        return head.stdout.strip() + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def provenance(device: torch.device, precision: str) -> dict:
-    """Where and with what a run was trained: commit, CUDA/cuDNN versions, precision and whether TF32 was on."""
-    cuda = device.type == "cuda"
-    return {"commit": code_commit(), "precision": precision,
-            "cuda": torch.version.cuda if cuda else None,
-            "cudnn": torch.backends.cudnn.version() if cuda else None,
-            # PyTorch's defaults: TF32 in convolutions on, in matrix products off (both at fp32 "precision")
-            "tf32_conv": bool(torch.backends.cudnn.allow_tf32) if cuda else False,
-            "tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32) if cuda else False}
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return platform.processor() or platform.machine()
