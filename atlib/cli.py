@@ -1,4 +1,4 @@
-"""Command line: ``python -m atlib train|runs|reproduce|plan|campaign ...``.
+"""Command line: ``python -m atlib train|runs|reproduce|plan|campaign|work ...`` (docs/cli.md).
 
 Every user error (unknown architecture or method, missing teacher run, missing data, bad option value) exits with
 code 2 and one line naming the problem, never a traceback.
@@ -109,13 +109,17 @@ def build_parser() -> argparse.ArgumentParser:
                     "(default 1)")
     pl.add_argument("--tables", nargs="+", help=f"tables to plan (default all CIFAR-10 ones: {', '.join(TABLES)})")
 
-    c = sub.add_parser("campaign", help="train a profile's CIFAR-10 suite in value order until a deadline; "
-                       "pack / import its runs; status",
+    c = sub.add_parser("campaign", help="train a profile's CIFAR-10 suite in value order until a deadline "
+                       "(in this process, or in the background: start / status / stop / commit); pack / import its "
+                       "runs",
                        description="campaign --profile P --deadline SECONDS [--out DIR]: train the next groups until "
                        "the deadline (stops at an epoch boundary, every unfinished run resumable; with --out, pack "
                        "the runs there). campaign pack --profile P --out DIR: pack the profile's runs. campaign "
                        "import PATH...: import a pack (its parts, or a directory holding them). campaign status "
-                       "--profile P: where every run of the suite stands.")
+                       "--profile P: where every run of the suite stands (epoch k/N, test error, images/s, time left). campaign start "
+                       "--profile P --device cpu --deadline SECONDS|HH:MM: train in the background (detached lanes, "
+                       "nice 19; log beside the store). campaign stop: stop it within 10 s, keeping the last whole "
+                       "epoch. campaign commit [--stop]: commit the changed run directories (git).")
     c.add_argument("action", nargs="?", default="run",
                    choices=["run", "pack", "import", "status", "start", "stop", "commit", "lane"])
     c.add_argument("paths", nargs="*", help="import: the pack's parts, or a directory holding them")

@@ -2,7 +2,7 @@
 # The calls of a lent GPU window (the device tool: at most 64 MiB travel per call, the whole working tree included;
 # no network; the machine is given back after 30 s idle, so the calls go back to back). Prepare here first:
 #
-#   python scripts/pack_cifar.py pack ../shared/datasets/cifar-10-batches-py .data/packed   # ~3 min, .data/ ignored
+#   python scripts/pack_cifar.py pack <data root>/cifar-10-batches-py .data/packed   # ~3 min, .data/ ignored
 #   python scripts/window_plan.py                   # which packed files each call carries, and the commands
 #
 # stage calls (carry the packed files the plan gives that call):
@@ -13,7 +13,7 @@
 #       unpacks CIFAR-10 to /tmp/cifar (MD5-checked), then `python -m atlib campaign --profile one-seed` trains the
 #       suite's next groups in value order until <seconds> - 60 (stopping at an epoch boundary), and packs what it
 #       changed into $OUT (<profile>-pack.tar.<i>-of-<n>, 15 MiB parts). Back here:
-#       python -m atlib campaign import <files_at>   then commit results/ (see the README, "The campaign").
+#       python -m atlib campaign import <files_at>   then commit results/ (docs/campaign.md).
 # benchmark call (issue 5 measurements; carry nothing):
 #   ATLIB_COMMIT=<commit> bash scripts/gpu_session.sh bench <seconds>
 # issue 15's levers, each beside the previous best of the same work (carry nothing; about 6 minutes on an H200):

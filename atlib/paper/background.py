@@ -277,7 +277,7 @@ def commit(settings: Settings, repo: str | os.PathLike | None = None) -> str | N
     summary, paths = [], []
     for run_id in changed:
         status, epochs_done = progress_of(store, run_id)
-        directory = store.run_dir(run_id)
+        directory = store.run_dir(run_id).resolve()
         if status == "finished":
             store.compress_metrics(run_id)
             error = store.read_record(run_id)["test_error"]
@@ -291,7 +291,7 @@ def commit(settings: Settings, repo: str | os.PathLike | None = None) -> str | N
             continue
         wanted = [n for n in RUN_FILES[status] if n != "weights.pt" or run_id in keep]
         paths += [str(directory / n) for n in wanted if (directory / n).is_file()]
-        tracked = _git(repo, "ls-files", "--full-name", "--", str(directory.resolve())).split()
+        tracked = _git(repo, "ls-files", "--full-name", "--", str(directory)).split()
         gone = [t for t in tracked if not (Path(top) / t).is_file()]
         if gone:
             _git(repo, "rm", "-q", "--cached", "--", *gone)

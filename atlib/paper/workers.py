@@ -1,6 +1,6 @@
 """Several processes drain one profile's suite together: one per GPU on a machine, or one per machine on a shared
 filesystem (a SLURM job array). ``python -m atlib work --profile paper`` in each; launching stays with the usual
-tools (README "Many GPUs or machines"). Each process claims a run before training it (``atlib.training.claims``):
+tools (docs/campaign.md). Each process claims a run before training it (``atlib.training.claims``):
 every run is trained exactly once, and a run whose process died is taken over and resumed from its checkpoint.
 """
 

@@ -55,8 +55,8 @@ class RunConfig:
     precision: str = "fp32"
     dataset: str = "cifar10"            # "cifar10", "sample" (embedded), or image folders: "folder", "cub", "imagenet"
     augment: str = "crop+flip"          # "crop+flip" (authors), "flip" (Table 3), "none"
-    train_subset: int | None = None     # use only the first N training images (quick profiles and tests)
-    test_subset: int | None = None      # evaluate on the first N test images only (quick profiles and tests)
+    train_subset: int | None = None     # use only the first N training images (the smoke profile and tests)
+    test_subset: int | None = None      # evaluate on the first N test images only (the smoke profile and tests)
     init: str = "authors"
     eval_batch_size: int = 1000
     image_size: int = 224               # image folders only: training crop / evaluation centre crop

@@ -1,0 +1,116 @@
+"""The fastest fp32 CPU path for the campaign's runs (WRN-16-1 student, and AT from WRN-16-2), chosen by measurement.
+
+    python benchmarks/cpu_campaign.py [--images 2560] [--repeats 3] [--out results/benchmarks/cpu-campaign-DATE]
+
+Cases, each on the same random CIFAR-shaped images with the engine's own step (``throughput.engine_case``): memory
+layout (NCHW / channels-last), ``torch.compile``, intra-op threads (all cores / one), bf16 autocast (reported; the
+paper's cells train in fp32), the batches alone (data loading: reflect-pad crop + flip on the CPU), and two runs side
+by side in two processes of one thread each (their images/s added up), which is how ``campaign start`` trains by
+default (two lanes of one thread). Writes ``<out>.json`` and ``<out>.txt`` with the CPU model and the load average
+before and after (other work on the machine lowers every number). Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import throughput  # noqa: E402  (benchmarks/throughput.py: the engine's step as a benchmark case)
+
+from atlib.data import train_batches  # noqa: E402
+from atlib.training.provenance import cpu_model  # noqa: E402
+
+RUNS = {"WRN-16-1 student": {"method": "student"}, "AT 16-2 -> 16-1": {"method": "at"}}
+PATHS = [  # (label, threads: None = all cores, options)
+    ("NCHW eager", None, {}),
+    ("channels-last eager", None, {"channels_last": True}),
+    ("channels-last compile", None, {"channels_last": True, "compile": True}),
+    ("channels-last eager, 1 thread", 1, {"channels_last": True}),
+    ("channels-last eager bf16", None, {"channels_last": True, "precision": "bf16"}),
+]
+
+
+def rate(options: dict, threads: int | None, images: int, repeats: int) -> float:
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads or os.cpu_count())
+    try:
+        return throughput.measure("engine", options, _random_data(images), torch.device("cpu"), repeats)
+    finally:
+        torch.set_num_threads(saved)
+
+
+def _random_data(images: int):
+    from atlib.data import ImageSet
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (images, 3, 32, 32), dtype=torch.uint8, generator=g)
+    y = torch.randint(0, 10, (images,), generator=g)
+    return ImageSet(x, y)
+
+
+def batches_rate(images: int, repeats: int) -> float:
+    data, g, rates = _random_data(images), torch.Generator().manual_seed(0), []
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        for x, y in train_batches(data, 128, g, torch.device("cpu")):
+            x.contiguous(memory_format=torch.channels_last)
+        rates.append(images / (time.perf_counter() - t0))
+    return statistics.median(rates[1:])
+
+
+def side_by_side(run: str, images: int, repeats: int) -> float:
+    """Two processes, one thread each, the same case at the same time: their images/s added."""
+    command = [sys.executable, __file__, "--one", run, "--images", str(images), "--repeats", str(repeats)]
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    return sum(float(p.communicate()[0].strip().splitlines()[-1]) for p in procs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=2560)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", help="write <out>.json and <out>.txt")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # side by side: one process's rate for this run
+    args = parser.parse_args()
+    if args.one:
+        print(rate({**RUNS[args.one], "channels_last": True}, 1, args.images, args.repeats))
+        return
+    load_before = os.getloadavg()
+    results = {"cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
+               "date": time.strftime("%Y-%m-%d"), "images": args.images, "repeats": args.repeats,
+               "load_before": load_before, "rates": {}}
+    lines = [f"CPU campaign paths: {results['cpu']}, {results['cores']} cores, torch {results['torch']}, "
+             f"{results['date']}; batch 128, {args.images} images per timed epoch, median of {args.repeats}; "
+             f"load average before {load_before[0]:.2f}"]
+    for run, base in RUNS.items():
+        for label, threads, options in PATHS:
+            value = rate({**base, **options}, threads, args.images, args.repeats)
+            results["rates"][f"{run} | {label}"] = value
+            lines.append(f"{run:<18} {label:<34} {value:8.0f} img/s")
+            print(lines[-1], flush=True)
+        value = side_by_side(run, args.images, args.repeats)
+        results["rates"][f"{run} | 2 runs side by side, 1 thread each (sum)"] = value
+        lines.append(f"{run:<18} {'2 runs side by side, 1 thread each':<34} {value:8.0f} img/s (sum)")
+        print(lines[-1], flush=True)
+    value = batches_rate(args.images, args.repeats)
+    results["rates"]["batches alone (crop + flip, channels-last)"] = value
+    lines.append(f"{'batches alone':<18} {'crop + flip, channels-last':<34} {value:8.0f} img/s")
+    results["load_after"] = os.getloadavg()
+    lines.append(f"load average after {results['load_after'][0]:.2f}")
+    print("\n".join(lines[-2:]))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(f"{args.out}.json").write_text(json.dumps(results, indent=1) + "\n")
+        Path(f"{args.out}.txt").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
