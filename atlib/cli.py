@@ -17,7 +17,8 @@ from .paper.grids import TABLES
 from .paper.pipeline import PipelineError
 from .training.command import add_run_arguments, config_from_args
 from .training.config import ConfigError
-from .training.engine import DEFAULT_RESULTS, TrainingError, train
+from .paths import DEFAULT_RESULTS
+from .training.engine import TrainingError, train
 from .training.store import RunStore, StoreError
 
 USER_ERRORS = (ConfigError, DataError, StoreError, TrainingError, ValueError)
@@ -63,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train one run (or return its record if finished; resume if interrupted)")
     add_run_arguments(t)
-    t.add_argument("--results", default=DEFAULT_RESULTS, help="results directory (default ./results)")
+    t.add_argument("--results", default=DEFAULT_RESULTS, help=f"results directory (default ./{DEFAULT_RESULTS})")
     t.add_argument("--restart", action="store_true", help="discard this run's checkpoint and records, train anew")
     t.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     t.add_argument("--compile", action="store_true", help="compile the student's and teacher's forward with "
@@ -130,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--lanes", type=int, default=2, help="start: processes training side by side (default 2)")
     c.add_argument("--threads", type=int, default=1, help="start: intra-op threads per lane (default 1)")
     c.add_argument("--nice", type=int, default=19, help="start: scheduling priority of the lanes (default 19)")
+    c.add_argument("--compile", action="store_true", help="start: compile the forwards with torch.compile (the "
+                   "execution path, not part of a run's identity)")
     c.add_argument("--stop", action="store_true", help="commit: stop the campaign first")
     c.add_argument("--until", type=float, help=argparse.SUPPRESS)   # lane: the end as time.time()
     c.add_argument("--name", help=argparse.SUPPRESS)                # lane: its name in claims and the log
@@ -224,7 +227,7 @@ def cmd_campaign(args: argparse.Namespace) -> int:
     if args.action == "import":
         if not args.paths:
             raise ConfigError("campaign import needs the pack's parts or a directory holding them")
-        results = args.results_dir or "results"
+        results = args.results_dir or DEFAULT_RESULTS
         name, imported = packs.import_pack(args.paths, results, args.profile)
         print(packs.describe(imported, Path(results) / name))
         return 0
@@ -299,7 +302,7 @@ def _background(args: argparse.Namespace, settings, total: int) -> int:
         raise ConfigError("campaign start needs --deadline (seconds from now, or an end time HH:MM)")
     until = background.parse_deadline(args.deadline)
     extra = [flag for flag, value in (("--device", args.device), ("--data-root", args.data_root)) if value
-             for flag in (flag, value)]
+             for flag in (flag, value)] + (["--compile"] if args.compile else [])
     state = background.start(settings, args.profile or "one-seed", until, args.lanes, args.threads, args.nice,
                              extra)
     print(f"campaign start: pid {', '.join(map(str, state['pids']))} ({state['lanes']} lane(s) x "
@@ -338,7 +341,7 @@ def _lane(args: argparse.Namespace, settings) -> int:
     on_cpu = settings.device == "cpu" or (settings.device == "auto" and not torch.cuda.is_available())
     channels_last = True if on_cpu else None  # NHWC: 1.2-1.3x on CPUs (atlib.paper.demo); the engine's own on GPUs
     work(settings, name=args.name, configs=campaign.value_order(settings), until=args.until,
-         channels_last=channels_last)
+         channels_last=channels_last, compile=args.compile)
     return 0
 
 

@@ -19,6 +19,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from .attention import attention_map, check_attention_args, normalize_map, resize_map
+from .methods import AT_DEFAULTS, AT_FORM, FACT_DEFAULTS, KD_DEFAULTS
 
 AT_FORMS = ("code", "paper")
 
@@ -28,7 +29,7 @@ def full_precision(t: torch.Tensor) -> torch.Tensor:
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
-def _check_weight(name: str, value: float) -> None:
+def check_weight(name: str, value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {name}={value!r}")
 
@@ -67,8 +68,9 @@ def _matched_maps(s: torch.Tensor, t: torch.Tensor, p: float, kind: str) -> tupl
     return ms, mt
 
 
-def at_pair_losses(student_groups, teacher_groups, beta: float = 1000.0, p: float = 2, kind: str = "sum",
-                   groups: Sequence[int] | None = None, form: str = "code") -> dict[int, torch.Tensor]:
+def at_pair_losses(student_groups, teacher_groups, beta: float = AT_DEFAULTS["beta"], p: float = AT_DEFAULTS["p"],
+                   kind: str = AT_DEFAULTS["kind"], groups: Sequence[int] | None = None,
+                   form: str = AT_FORM) -> dict[int, torch.Tensor]:
     """Per-pair AT losses (already multiplied by beta), keyed by 0-based group index.
 
     ``form="code"`` (default, the authors' code and the reported CIFAR numbers):
@@ -78,7 +80,7 @@ def at_pair_losses(student_groups, teacher_groups, beta: float = 1000.0, p: floa
     Pairs whose maps differ in H x W are compared after resizing both to the smaller size (area interpolation).
     """
     check_attention_args(p, kind)
-    _check_weight("beta", beta)
+    check_weight("beta", beta)
     if form not in AT_FORMS:
         raise ValueError(f"unknown AT form {form!r}; expected one of {AT_FORMS}")
     out = {}
@@ -92,14 +94,14 @@ def at_pair_losses(student_groups, teacher_groups, beta: float = 1000.0, p: floa
     return out
 
 
-def at_loss(student_groups, teacher_groups, beta: float = 1000.0, p: float = 2, kind: str = "sum",
-            groups: Sequence[int] | None = None, form: str = "code") -> torch.Tensor:
+def at_loss(student_groups, teacher_groups, beta: float = AT_DEFAULTS["beta"], p: float = AT_DEFAULTS["p"],
+            kind: str = AT_DEFAULTS["kind"], groups: Sequence[int] | None = None, form: str = AT_FORM) -> torch.Tensor:
     """Attention transfer loss: the sum over selected group pairs of ``at_pair_losses``."""
     return sum(at_pair_losses(student_groups, teacher_groups, beta, p, kind, groups, form).values())
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-            T: float = 4.0, alpha: float = 0.9) -> torch.Tensor:
+            T: float = KD_DEFAULTS["T"], alpha: float = KD_DEFAULTS["alpha"]) -> torch.Tensor:
     """Knowledge distillation, fixed (2018) form:
     alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) (summed over classes, mean over batch) + (1 - alpha) * CE(s, y).
     """
@@ -138,10 +140,10 @@ class ActivationTransfer(nn.Module):
     larger activation.
     """
 
-    def __init__(self, student_channels: Sequence[int], teacher_channels: Sequence[int], beta: float = 1000.0,
-                 groups: Sequence[int] | None = None):
+    def __init__(self, student_channels: Sequence[int], teacher_channels: Sequence[int],
+                 beta: float = FACT_DEFAULTS["beta"], groups: Sequence[int] | None = None):
         super().__init__()
-        _check_weight("beta", beta)
+        check_weight("beta", beta)
         if len(student_channels) != len(teacher_channels):
             raise ValueError(f"student and teacher give different numbers of groups: "
                              f"{len(student_channels)} vs {len(teacher_channels)}")
@@ -189,7 +191,7 @@ def _per_sample_norm(v: torch.Tensor) -> torch.Tensor:
 def gradient_at_loss(student_input_grad: torch.Tensor, teacher_input_grad: torch.Tensor,
                      beta: float) -> torch.Tensor:
     """Gradient-based AT (Eq. 4): beta/2 * mean_batch || J_S - J_T ||_2 (per-sample l2 norm, not squared)."""
-    _check_weight("beta", beta)
+    check_weight("beta", beta)
     if student_input_grad.shape != teacher_input_grad.shape:
         raise ValueError(f"input gradients differ in shape: {tuple(student_input_grad.shape)} vs "
                          f"{tuple(teacher_input_grad.shape)}")
@@ -198,11 +200,11 @@ def gradient_at_loss(student_input_grad: torch.Tensor, teacher_input_grad: torch
 
 def symmetry_loss(input_grad: torch.Tensor, flipped_input_grad: torch.Tensor, beta: float) -> torch.Tensor:
     """Symmetry norm: beta/2 * mean_batch || J(x) - flip(J(flip(x))) ||_2, ``flipped_input_grad`` = J(flip(x))."""
-    _check_weight("beta", beta)
+    check_weight("beta", beta)
     return (beta / 2) * _per_sample_norm(input_grad - torch.flip(flipped_input_grad, dims=[-1])).mean()
 
 
 def min_l2_loss(input_grad: torch.Tensor, beta: float) -> torch.Tensor:
     """min-l2 (Drucker & LeCun 1992): beta/2 * mean_batch || J ||_2^2."""
-    _check_weight("beta", beta)
+    check_weight("beta", beta)
     return (beta / 2) * _per_sample_norm(input_grad).pow(2).mean()

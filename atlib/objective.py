@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from . import losses
+from .methods import AT_DEFAULTS, AT_FORM, FACT_DEFAULTS, GRADIENT_BETA, KD_DEFAULTS
 
 
 def batch_independent(model: nn.Module) -> bool:
@@ -132,7 +133,7 @@ class KnowledgeDistillationTerm(Term):
 
     needs_teacher = True
 
-    def __init__(self, T: float = 4.0, alpha: float = 0.9):
+    def __init__(self, T: float = KD_DEFAULTS["T"], alpha: float = KD_DEFAULTS["alpha"]):
         super().__init__()
         losses.kd_loss(torch.zeros(1, 2), torch.zeros(1, 2), torch.zeros(1, dtype=torch.long), T, alpha)  # validate
         self.T, self.alpha = T, alpha
@@ -146,7 +147,8 @@ class AttentionTransferTerm(Term):
 
     needs_teacher = True
 
-    def __init__(self, beta: float = 1000.0, p: float = 2, kind: str = "sum", groups=None, form: str = "code"):
+    def __init__(self, beta: float = AT_DEFAULTS["beta"], p: float = AT_DEFAULTS["p"], kind: str = AT_DEFAULTS["kind"],
+                 groups=None, form: str = AT_FORM):
         super().__init__()
         losses.at_pair_losses([torch.ones(1, 1, 1, 1)], [torch.ones(1, 1, 1, 1)], beta, p, kind, None, form)
         self.beta, self.p, self.kind, self.form = beta, p, kind, form
@@ -163,7 +165,7 @@ class ActivationTransferTerm(Term):
 
     needs_teacher = True
 
-    def __init__(self, student_channels, teacher_channels, beta: float = 1000.0, groups=None):
+    def __init__(self, student_channels, teacher_channels, beta: float = FACT_DEFAULTS["beta"], groups=None):
         super().__init__()
         self.transfer = losses.ActivationTransfer(student_channels, teacher_channels, beta, groups)
 
@@ -177,9 +179,9 @@ class InputGradientTerm(Term):
 
     needs_student_input_grad = True
 
-    def __init__(self, beta: float = 1.0):
+    def __init__(self, beta: float = GRADIENT_BETA):
         super().__init__()
-        losses._check_weight("beta", beta)
+        losses.check_weight("beta", beta)
         self.beta = beta
 
 
@@ -276,7 +278,7 @@ def _make_term(name: str, options: Mapping[str, Any] | None, student_channels=No
         raise ValueError(f"unknown loss term {name!r}; expected one of {sorted(TERMS)}")
     options = dict(options or {})
     weight = options.pop("weight", 1.0)
-    losses._check_weight(f"{name} weight", weight)
+    losses.check_weight(f"{name} weight", weight)
     start = options.pop("start_epoch", 0)
     if isinstance(start, bool) or not isinstance(start, int) or start < 0:
         raise ValueError(f"{name} start_epoch must be an integer >= 0, got start_epoch={start!r}")

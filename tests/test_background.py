@@ -83,6 +83,7 @@ def test_deadline_is_seconds_or_an_end_time():
 
 
 # -- one campaign per store, stale state, nothing running -------------------------------------------------------------
+@pytest.mark.slow  # starts a background campaign (about 45 s)
 def test_one_campaign_per_store_and_stale_state(tmp_path):
     profile = write_profile(tmp_path)
     settings = settings_of(profile)
@@ -116,6 +117,7 @@ def test_one_campaign_per_store_and_stale_state(tmp_path):
 
 
 # -- stop in the middle of an epoch, start again: the same numbers as without the stop ------------------------------
+@pytest.mark.slow  # two background campaigns of two lanes (about 95 s)
 def test_stopped_and_restarted_campaign_equals_an_uninterrupted_run(tmp_path):
     profile = write_profile(tmp_path)
     settings = settings_of(profile)
@@ -169,6 +171,7 @@ def test_stopped_and_restarted_campaign_equals_an_uninterrupted_run(tmp_path):
 
 
 # -- a corrupt checkpoint: refused with one line naming the file, the rest goes on -----------------------------------
+@pytest.mark.slow  # starts a background campaign (about 25 s)
 def test_a_corrupt_checkpoint_is_refused_and_nothing_finished_is_lost(tmp_path):
     profile = write_profile(tmp_path, epochs=1, train_subset=64)
     settings = settings_of(profile)

@@ -4,6 +4,7 @@ resumed campaign ending exactly where an uninterrupted one does."""
 import hashlib
 import io
 import json
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -27,15 +28,15 @@ def tiny(results: Path, **kw) -> Settings:
 
 
 class FakeClock:
-    """Advances 10 'seconds' per reading: a campaign's stops then depend on how often the clock is read (once per
-    group started, once after each epoch but a run's last), not on how fast this machine is (a tiny epoch takes
-    well under 10 s)."""
+    """Advances 100 'seconds' per reading: a campaign's stops then depend on how often the clock is read (once per
+    group started, once after each epoch but a run's last), not on how fast this machine is (a tiny epoch takes a
+    few seconds, under 20 s on a loaded machine: always well under 100)."""
 
     def __init__(self):
         self.now = 0.0
 
     def __call__(self):
-        self.now += 10.0
+        self.now += 100.0
         return self.now
 
 
@@ -102,7 +103,7 @@ def test_a_cohort_whose_members_stand_at_different_epochs_is_split(tmp_path, mon
 # -- deadline, pack, import, resume ----------------------------------------------------------------------------------
 def test_stopped_packed_imported_resumed_equals_uninterrupted(tmp_path, fake_clock):
     device_machine, checkout = tiny(tmp_path / "gpu"), tiny(tmp_path / "clone")
-    outcome = campaign.run(device_machine, 75, log=lambda _m: None)  # teacher, AT, then 1 epoch of the student
+    outcome = campaign.run(device_machine, 750, log=lambda _m: None)  # teacher, AT, then 1 epoch of the student
     assert outcome.stopped.startswith("deadline") and outcome.finished and len(outcome.in_progress) == 1
     stopped_id, done, epochs = outcome.in_progress[0]
     assert 0 < done < epochs
@@ -113,7 +114,7 @@ def test_stopped_packed_imported_resumed_equals_uninterrupted(tmp_path, fake_clo
     store = RunStore(checkout.root)
     assert campaign.progress_of(store, stopped_id) == ("in progress", done)
 
-    resumed = campaign.run(checkout, 30, log=lambda _m: None)  # the next window: the student's last 2 epochs
+    resumed = campaign.run(checkout, 300, log=lambda _m: None)  # the next window: the student's last 2 epochs
     assert stopped_id in [r for r, _ in resumed.finished]
     assert not (store.run_dir(stopped_id) / "checkpoint.pt").exists()  # finished runs drop their checkpoints
     for run_id, _ in resumed.finished:
@@ -132,9 +133,10 @@ def test_stopped_packed_imported_resumed_equals_uninterrupted(tmp_path, fake_clo
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow  # trains five tiny runs (about 45 s of CPU)
 def test_pack_keeps_weights_only_where_needed(tmp_path, fake_clock):
     settings = tiny(tmp_path)
-    campaign.run(settings, 145, log=lambda _m: None)  # teacher, AT, student, F-ActT; KD in progress
+    campaign.run(settings, 1450, log=lambda _m: None)  # teacher, AT, student, F-ActT; KD in progress
     parts = packs.pack(settings, tmp_path / "out")
     manifest, contents = packs.read_pack(parts)
     kept = packs.kept_weights(settings)
@@ -183,13 +185,26 @@ def test_campaign_out_packs_what_the_call_changed(tmp_path, monkeypatch):
 
 
 # -- bad input -------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def filled_once(tmp_path_factory):
+    """What ``filled`` copies: trained once per module (a dozen tests start from it)."""
+    root = tmp_path_factory.mktemp("filled")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(deadline, "clock", FakeClock())
+        settings = tiny(root / "results")
+        campaign.run(settings, 550, log=lambda _m: None)
+        parts = packs.pack(settings, root / "pack")
+    return root, parts
+
+
 @pytest.fixture
-def filled(tmp_path, fake_clock):
-    """A results directory with a finished teacher and an AT run in progress, and a good pack of it."""
-    settings = tiny(tmp_path / "results")
-    campaign.run(settings, 55, log=lambda _m: None)
-    parts = packs.pack(settings, tmp_path / "pack")
-    return settings, parts
+def filled(filled_once, tmp_path, fake_clock):
+    """A results directory with a finished teacher and an AT run in progress, and a good pack of it (a copy of
+    ``filled_once``'s, for this test alone)."""
+    root, parts = filled_once
+    for name in ("results", "pack"):
+        shutil.copytree(root / name, tmp_path / name)
+    return tiny(tmp_path / "results"), [tmp_path / part.relative_to(root) for part in parts]
 
 
 def _tar(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
@@ -280,7 +295,7 @@ def test_import_only_moves_runs_forward(filled, tmp_path, fake_clock):
     at = campaign.status(settings).in_progress[0][0]
     ahead = tiny(tmp_path / "ahead")
     packs.import_pack(old_parts, tmp_path / "ahead")
-    campaign.run(ahead, 60, log=lambda _m: None)  # finishes AT (and the student)
+    campaign.run(ahead, 600, log=lambda _m: None)  # finishes AT (and the student)
     new_parts = packs.pack(ahead, tmp_path / "new")
     _, imported = packs.import_pack(new_parts, settings.results_dir)
     assert at in imported.added and any("finished here already" in k for k in imported.kept)

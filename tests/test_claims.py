@@ -15,11 +15,11 @@ import yaml
 
 from atlib.paper.settings import settings_from_profile
 from atlib.paper.workers import work
+from atlib.paths import REPO_ROOT as REPO
 from atlib.training import claims
 from atlib.training.claims import ClaimLost, try_claim
 from atlib.training.store import CHECKPOINT_FILE, RunStore
 
-REPO = Path(__file__).resolve().parents[1]
 TEACHER_RUN = "wrn-16-2_student_s0-650d9624"
 TINY = {"epochs": 3, "train_subset": 256, "test_subset": 50, "seeds": [0]}
 
@@ -80,6 +80,7 @@ def test_a_dead_takers_lock_is_moved_aside(tmp_path):
     assert not store.run_dir("run-c").exists()  # nothing else was in it: released claims leave no directory
 
 
+@pytest.mark.slow  # trains three runs of the tiny demo (about 35 s)
 def test_a_failing_run_is_skipped_and_named_at_the_end(tmp_path, monkeypatch):
     from atlib.training import engine
     profile_settings = settings_from_profile("cpu-demo", results_dir=str(_results(tmp_path)), **TINY)

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from atlib.paths import REPO_ROOT as REPO
 from atlib.training import engine
 from atlib.training.config import RunConfig
 from atlib.training.store import RunStore
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def atlib(*args, **kw):
@@ -77,6 +77,7 @@ def _metrics(results, run_id):
     return [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s", "at")} for r in rows]
 
 
+@pytest.mark.slow  # trains a run twice in subprocesses (about 40 s)
 def test_sigkill_then_resume_gives_identical_numbers(teacher, tmp_path):
     results, teacher_id = teacher
     weights = str(RunStore(results).run_dir(teacher_id) / "weights.pt")
@@ -144,7 +145,7 @@ def test_override_values_are_yaml():
 def test_library_reports_through_logging_not_print(tmp_path, caplog):
     import ast
     import logging
-    from pathlib import Path
+
     import atlib
     package = Path(atlib.__file__).parent
     for path in package.rglob("*.py"):

@@ -32,6 +32,7 @@ def _max_diff(a_root, b_root, run_id) -> float:
     return max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
 
 
+@pytest.mark.slow  # trains in float64 (about 200 s of CPU)
 def test_cohort_equals_separate_runs(teacher, tmp_path, float64):
     teacher_id = copy_teacher(teacher, tmp_path / "a")
     copy_teacher(teacher, tmp_path / "b")
@@ -57,6 +58,7 @@ def test_cohort_equals_separate_runs(teacher, tmp_path, float64):
     assert [r["finished_at"] for r in again] == [r["finished_at"] for r in together]
 
 
+@pytest.mark.slow  # trains in float64 (about 190 s of CPU)
 def test_shared_batches_equal_own_batches_when_seeds_match(teacher, tmp_path, float64):
     teacher_id = copy_teacher(teacher, tmp_path / "a")
     copy_teacher(teacher, tmp_path / "b")
@@ -68,6 +70,7 @@ def test_shared_batches_equal_own_batches_when_seeds_match(teacher, tmp_path, fl
         assert _max_diff(tmp_path / "a", tmp_path / "b", s["run_id"]) < 1e-10
 
 
+@pytest.mark.slow  # trains in float64 (about 350 s of CPU)
 def test_interrupted_cohort_resumes_as_cohort_and_member_alone(teacher, tmp_path, float64):
     import atlib.training.cohorts as ct
     for name in ("full", "cut", "cut_single"):
@@ -103,6 +106,7 @@ def test_cohort_refuses_members_it_cannot_train(teacher, tmp_path):
     assert cohort_key(RunConfig(student="nin-thin")) is None
 
 
+@pytest.mark.slow  # trains in float64 (about 120 s of CPU)
 def test_channels_last_is_the_same_training(teacher, tmp_path, float64):
     """NHWC activations (the GPU default) change the layout, not the arithmetic: single runs and cohorts."""
     teacher_id = copy_teacher(teacher, tmp_path / "nchw")
@@ -130,7 +134,8 @@ def nin_teacher(tmp_path_factory):
         student="nin-thin-nobn", **{**TABLE3, "epochs": 1, "lr_milestones": [], "train_subset": 64, "test_subset": 64}))
 
 
-def test_table3_cohort_equals_separate_runs(nin_teacher, tmp_path, float64):
+@pytest.mark.slow  # trains in float64 (about 250 s of CPU)
+def test_table3_cohort_equals_separate_runs(nin_teacher, tmp_path, float64_untied):
     teacher_id = copy_teacher(nin_teacher, tmp_path / "a")
     copy_teacher(nin_teacher, tmp_path / "b")
     methods, seeds = ("student", "min-l2", "symmetry", "grad-at"), (0, 1, 2, 0)  # KD and AT: the WRN tests above

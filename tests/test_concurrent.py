@@ -9,7 +9,7 @@ import pytest
 from atlib.cli import main
 from atlib.methods import method_terms
 from atlib.paper import schedule as schedule_mod
-from atlib.paper.grids import _cell
+from atlib.paper.grids import make_cell
 from atlib.paper.plan import estimate, format_plan, group_shape, load_rates, plan_groups, shape_key, shape_label
 from atlib.paper.schedule import ConcurrentSet, concurrent_size, is_cohort, run_cells, schedule
 from atlib.paper.settings import Settings
@@ -53,6 +53,7 @@ def _same_run(root_a, root_b, run_id):
         assert {k: v for k, v in ra.items() if k not in TIMING} == {k: v for k, v in rb.items() if k not in TIMING}
 
 
+@pytest.mark.slow  # trains runs twice (about 55 s of CPU)
 def test_concurrent_runs_equal_runs_trained_one_by_one(teacher, tmp_path):
     together_root = _results_with_teacher(teacher, tmp_path / "together")
     alone_root = _results_with_teacher(teacher, tmp_path / "alone")
@@ -67,6 +68,7 @@ def test_concurrent_runs_equal_runs_trained_one_by_one(teacher, tmp_path):
     assert again == together  # finished runs are returned, not retrained
 
 
+@pytest.mark.slow  # trains runs twice (about 70 s of CPU)
 def test_interrupted_set_resumes_together_or_run_by_run(teacher, tmp_path):
     configs = _configs(teacher[1])
     full = _results_with_teacher(teacher, tmp_path / "full")
@@ -162,7 +164,7 @@ def test_cli_plan_takes_concurrent(capsys):
 
 def test_run_cells_trains_a_concurrent_set(tmp_path, monkeypatch):
     monkeypatch.setattr(schedule_mod, "concurrent_size", lambda settings: 2)  # as on a GPU
-    cell = _cell("t", "row", "col", None, "wrn-10-1")
+    cell = make_cell("t", "row", "col", None, "wrn-10-1")
     settings = Settings(profile="p", dataset="sample", epochs=1, seeds=[0, 1], train_subset=128, test_subset=64,
                         device="cpu", results_dir=str(tmp_path), progress=False)
     lines = []

@@ -100,7 +100,7 @@ def test_corrupt_cifar_raises_without_download(cifar_root, tmp_path, monkeypatch
             (dst / f.name).write_bytes(bytes(blob))
         else:
             (dst / f.name).symlink_to(f)
-    monkeypatch.setattr(cifar_mod, "_network_available", lambda *a, **k: False)
+    monkeypatch.setattr(cifar_mod, "network_available", lambda *a, **k: False)
     with pytest.raises(DataError, match="not found or corrupt") as exc:
         load_cifar10(tmp_path)  # download=None, "no network"
     assert str(tmp_path) in str(exc.value)
@@ -159,7 +159,7 @@ def test_missing_root_raises_without_download(monkeypatch, tmp_path):
 
     calls = []
     monkeypatch.setattr(CIFAR10, "download", lambda self: calls.append("download"))
-    monkeypatch.setattr(cifar_mod, "_network_available", lambda *a, **k: calls.append("probe") or True)
+    monkeypatch.setattr(cifar_mod, "network_available", lambda *a, **k: calls.append("probe") or True)
     root = tmp_path / "empty"
     with pytest.raises(DataError) as exc:
         load_cifar10(root, download=False)
@@ -178,7 +178,7 @@ def test_download_none_without_network_raises(monkeypatch, tmp_path):
 
     calls = []
     monkeypatch.setattr(CIFAR10, "download", lambda self: calls.append("download"))
-    monkeypatch.setattr(cifar_mod, "_network_available", lambda *a, **k: False)
+    monkeypatch.setattr(cifar_mod, "network_available", lambda *a, **k: False)
     with pytest.raises(DataError, match="not found or corrupt"):
         load_cifar10(tmp_path / "x")
     assert calls == []

@@ -1,6 +1,6 @@
 """The CPU demo (profile cpu-demo): paired differences and verdicts on hand-made numbers; borrowed teachers
 (``Settings.teachers_from``, ``RunConfig.teacher_store``); the demo's whole path at a tiny scale (seconds); and its
-notebook through papermill. The full profile (~17 minutes) is not run here."""
+notebook through papermill. The full profile (~20 minutes) is not run here."""
 
 import json
 import math
@@ -31,31 +31,81 @@ def _with_teacher(tmp_path: Path) -> Path:
 
 
 def _tiny(results: Path, **overrides) -> Settings:
-    return settings_from_profile("cpu-demo", results_dir=str(results), epochs=1, train_subset=64, test_subset=50,
-                                 seeds=[0, 1], **overrides)
+    """The profile at a tiny scale, one run at a time, and without a CIFAR-10 data root (whatever ATLIB_DATA says)
+    unless ``data_root`` is given."""
+    tiny = dict(results_dir=str(results), epochs=1, train_subset=64, test_subset=50, seeds=[0, 1], concurrent=1,
+                data_root=str(Path(results) / "no-data"))
+    return settings_from_profile("cpu-demo", **{**tiny, **overrides})
 
 
 # -- numbers -------------------------------------------------------------------------------------------------------
-def test_paired_differences_and_verdicts_by_hand():
-    errors = pd.DataFrame({"seed": [0, 1, 2], "student": [50.0, 48.0, 52.0], "AT": [47.0, 47.5, 49.0],
-                           "KD": [51.0, 47.0, math.nan], "AT+KD": [50.5, 49.0, 53.0]})
-    summary = demo.paired(errors).set_index("method")
-    assert summary.loc["student", "median_error"] == 50.0
+ERRORS = pd.DataFrame({"seed": [0, 1, 2, 3, 4],
+                       "student": [50.0, 48.0, 52.0, 49.0, 51.0],
+                       "AT": [47.0, 47.5, 49.0, 47.0, 49.5],                   # -3, -0.5, -3, -2, -1.5
+                       "KD": [51.0, 49.0, 53.5, math.nan, math.nan],           # +1, +1, +1.5 (3 seeds)
+                       "AT+KD": [49.0, 49.0, 51.0, math.nan, math.nan]})       # -1, +1, -1
+
+
+def test_paired_statistics_by_hand():
+    summary = demo.paired(ERRORS).set_index("method")
+    assert summary.loc["student", "median_error"] == 50.0 and summary.loc["student", "n"] == 5
     at = summary.loc["AT"]
-    assert at["diffs"] == [-3.0, -0.5, -3.0] and at["median_diff"] == -3.0
-    assert (at["min_diff"], at["max_diff"], at["helped"], at["n"]) == (-3.0, -0.5, 3, 3)
-    assert at["sign_p"] == 0.125  # 0.5^3: all three better by chance alone
-    kd = summary.loc["KD"]  # seed 2 not finished: paired over the two seeds that are
-    assert kd["n"] == 2 and kd["diffs"] == [1.0, -1.0] and kd["helped"] == 1 and math.isnan(kd["sign_p"])
-    assert summary.loc["AT+KD", "helped"] == 0
-    lines = {r["method"]: demo.verdict(r) for _, r in demo.paired(errors).iterrows() if r["method"] != "student"}
-    assert lines["AT"].startswith("AT helped in every seed (3 of 3): median paired difference -3.00 points")
-    assert "sign test p = 0.125" in lines["AT"]
-    assert lines["KD"].startswith("KD helped in 1 of 2 seeds only")
-    assert lines["AT+KD"].startswith("AT+KD did not help in any seed (0 of 3)")
-    table = demo.table_markdown(errors, demo.paired(errors))
-    assert "| 2 | 52.00 | 49.00 | - | 53.00 |" in table and "| **median** | **50.00** | **47.50** |" in table
-    assert "3 of 3" in table and "-3.00 (-3.00 .. -0.50)" in table
+    assert at["diffs"] == [-3.0, -0.5, -3.0, -2.0, -1.5] and at["seeds"] == [0, 1, 2, 3, 4]
+    assert (at["median_diff"], at["mean_diff"], at["min_diff"], at["max_diff"]) == (-2.0, -2.0, -3.0, -0.5)
+    # sd sqrt(4.5/4); half width t(0.975, 4) * sd / sqrt 5 = 2.776445 * 1.0606602 / 2.2360680 = 1.3169835
+    assert (at["low"], at["high"]) == (pytest.approx(-3.3169835, abs=1e-6), pytest.approx(-0.6830165, abs=1e-6))
+    assert (at["helped"], at["worse"], at["sign_p"]) == (5, 0, 0.0625)  # 2 * 0.5^5, two-sided
+    assert at["verdict"] == "helped"
+    kd = summary.loc["KD"]  # three seeds: +1, +1, +1.5; mean 7/6, sd sqrt(1/12), half 4.3026527 * sd / sqrt 3
+    assert kd["n"] == 3 and kd["seeds"] == [0, 1, 2] and kd["mean_diff"] == pytest.approx(7 / 6)
+    assert (kd["low"], kd["high"]) == (pytest.approx(7 / 6 - 0.7171088, abs=1e-6),
+                                       pytest.approx(7 / 6 + 0.7171088, abs=1e-6))
+    assert (kd["helped"], kd["worse"], kd["sign_p"], kd["verdict"]) == (0, 3, 0.25, "did not help")
+    atkd = summary.loc["AT+KD"]  # -1, +1, -1: mean -1/3, sd sqrt(4/3), half 4.3026527 * 2/3 = 2.8684351
+    assert (atkd["low"], atkd["high"]) == (pytest.approx(-1 / 3 - 2.8684351, abs=1e-6),
+                                           pytest.approx(-1 / 3 + 2.8684351, abs=1e-6))
+    assert (atkd["helped"], atkd["worse"], atkd["sign_p"]) == (2, 1, 1.0)
+    assert atkd["verdict"] == "cannot tell at this scale"
+
+
+def test_verdicts_and_table_in_plain_words():
+    lines = {r["method"]: demo.verdict(r) for _, r in demo.paired(ERRORS).iterrows() if r["method"] != "student"}
+    assert lines["AT"] == ("AT helped: its error was lower by 2.00 points on average, and the whole 95% interval of "
+                           "the mean difference -3.32 .. -0.68 points lies below 0; lower than the student's in 5 of "
+                           "5 seeds (-3.00, -0.50, -3.00, -2.00, -1.50), sign test p = 0.0625.")
+    assert lines["KD"].startswith("KD did not help: its error was higher by 1.17 points on average, and the whole "
+                                  "95% interval of the mean difference +0.45 .. +1.88 points lies above 0")
+    assert lines["AT+KD"].startswith("AT+KD: cannot tell at this scale: the 95% interval of the mean difference "
+                                     "-3.20 .. +2.54 points includes 0")
+    table = demo.table_markdown(ERRORS, demo.paired(ERRORS), test_images=10000)
+    assert "| 4 | 51.00 | 49.50 | - | - |" in table and "| **median** | **50.00** | **47.50** |" in table
+    assert "| AT | 5 | -3.00, -0.50, -3.00, -2.00, -1.50 | -2.00 | -2.00 | -3.32 .. -0.68 | 5 / 0 | 0.0625 | " \
+           "helped |" in table
+    assert "| KD | 3 | +1.00, +1.00, +1.50 | +1.00 | +1.17 | +0.45 .. +1.88 | 0 / 3 | 0.25 | did not help |" in table
+    assert "t = 2.776 for n = 5, 4.303 for n = 3" in table
+    # 100 * sqrt(0.5 * 0.5 / 10000) = 0.50 points; on the sample's 1,000 images 1.58
+    assert "error of 50.00% (the median student) measured on 10,000 test images has a binomial standard error of " \
+           "sqrt(p(1-p)/n) = 0.50 points (on the sample's 1,000 it would be 1.58)" in table
+
+
+def test_one_seed_gives_no_interval():
+    one = ERRORS.iloc[:1]
+    row = demo.paired(one).set_index("method").loc["AT"]
+    assert row["n"] == 1 and math.isnan(row["low"]) and row["verdict"] == "cannot tell at this scale"
+    assert demo.verdict(demo.paired(one).iloc[1]) == ("AT: cannot tell at this scale: one seed (-3.00 points) gives "
+                                                      "no interval.")
+
+
+def test_seeds_per_method():
+    settings = _tiny(Path("/nonexistent"), seeds=[0, 1, 2, 3, 4])
+    assert demo.seeds_of(settings, "AT") == [0, 1, 2, 3, 4] and demo.seeds_of(settings, "KD") == [0, 1, 2]
+    order = [(seed, cell.column) for seed, cell in demo.jobs(settings)]
+    assert len(order) == 16 and order[:4] == [(0, "student"), (0, "AT"), (0, "KD"), (0, "AT+KD")]
+    assert order[-4:] == [(3, "student"), (3, "AT"), (4, "student"), (4, "AT")]
+    with pytest.raises(ValueError, match="unknown demo column 'XX'"):
+        demo.seeds_of(settings, "XX")
+    with pytest.raises(ValueError, match="concurrent must be a whole number of runs >= 1, got concurrent=0"):
+        demo.check(_tiny(Path("/nonexistent"), concurrent=0))
 
 
 # -- borrowed teachers ---------------------------------------------------------------------------------------------
@@ -121,17 +171,20 @@ def test_teacher_store_travels_through_the_train_command(tmp_path):
 # -- the whole path, tiny ------------------------------------------------------------------------------------------
 def test_tiny_demo_trains_resumes_and_reports(tmp_path):
     settings = _tiny(_with_teacher(tmp_path))
+    assert demo.final_test(settings) == "sample"
     logged = []
     assert demo.finished(settings) == 0
     records = demo.train(settings, log=logged.append)
     assert demo.finished(settings) == 8
     assert len(records) == 8 and [line.split()[2] for line in logged] == ["student", "AT", "KD", "AT+KD"] * 2
-    assert all(r["environment"]["channels_last"] for r in records)
+    assert all(r["environment"]["channels_last"] and r["environment"]["threads"] == 1 for r in records)
     store = RunStore(settings.store_root)
     for r in records:
         assert store.status(r["run_id"]) == "finished"
         saved = json.loads((store.run_dir(r["run_id"]) / "config.json").read_text())
         assert "teacher_store" not in saved and saved.get("teacher") in (None, TEACHER_RUN)
+        assert (store.run_dir(r["run_id"]) / "metrics.jsonl.gz").is_file()  # compressed, as committed runs are
+        assert not (store.run_dir(r["run_id"]) / demo.FINAL_TEST_FILE).exists()  # no data root: no final test
     # a second call trains nothing: the same records come back
     assert demo.train(settings, log=lambda _: None) == records
     # report only (train: false) reads the same records
@@ -145,14 +198,67 @@ def test_tiny_demo_trains_resumes_and_reports(tmp_path):
                "teacher": demo.teacher_maps_figure(settings)}
     assert all(p is not None and p.stat().st_size > 5000 for p in figures.values())
     report = demo.write_report(settings, table_md, figures, seconds=12.0, trained_now=0).read_text()
-    assert report.startswith("**Low-data CPU variant, not the paper's protocol")
-    assert "WRN-16-2 teacher (200 epochs on full CIFAR-10)" in report.splitlines()[0]
+    first = report.splitlines()[0]
+    assert first.startswith("**Low-data CPU variant, not the paper's protocol")
+    assert "WRN-16-2 teacher (200 epochs on full CIFAR-10)" in first
+    assert "final test error on the embedded sample's first 50 test images only (no CIFAR-10 data root" in first
+    assert "95% t interval of the mean" in report and "measured on 50 test images has a binomial standard" in report
     assert "This notebook trained none of the 8 runs (all were stored)." in report and "12 s" not in report
+    assert "2 at a time" not in report and "1 at a time with 1 thread each" in report  # training.json
     again = demo.write_report(settings, table_md, figures, seconds=31.0, trained_now=0).read_text()
     assert again == report  # rebuilt from stored runs: the same file
     assert "This notebook ran in 12 s and trained 3 of the 8 runs." in \
         demo.write_report(settings, table_md, figures, seconds=12.0, trained_now=3).read_text() and "Training these 8 runs took" in report and "(figures/cpu-demo_attention_maps.png)" in report
     assert report.count("| cpu-demo: WRN-16-1 / WRN-16-2") == 8
+
+
+def test_tiny_demo_final_test_on_cifar10(tmp_path, cifar_root):
+    """With a data root, each run's final weights are evaluated on the CIFAR-10 test set (here its first 50 images,
+    the tiny settings' test_subset) and the tables use that; the stored evaluations serve without the data root."""
+    settings = _tiny(_with_teacher(tmp_path), seeds=[0], data_root=str(cifar_root))
+    assert demo.final_test(settings) == "cifar10" and demo.final_images(settings) == 50
+    records = demo.train(settings, log=lambda _: None)
+    store = RunStore(settings.store_root)
+    finals = [json.loads((store.run_dir(r["run_id"]) / demo.FINAL_TEST_FILE).read_text()) for r in records]
+    assert all(f["images"] == 50 and f["test_set"] == "CIFAR-10 test set, first 50 images" for f in finals)
+    # the evaluation is the engine's: the same weights on the sample's test images give the record's last epoch
+    from atlib.data import ImageSet, load_sample
+    from atlib.paper.report import load_trained
+    _, test = load_sample()
+    sample50 = ImageSet(test.images[:50], test.labels[:50], test.classes)
+    with demo._threads(1):
+        assert demo.evaluate_images(load_trained(records[0]["run_id"], settings), sample50)["test_error"] == \
+            records[0]["test_error"]
+    errors = demo.per_seed(settings)
+    assert [errors.iloc[0][c] for c in ("student", "AT", "KD", "AT+KD")] == [f["test_error"] for f in finals]
+    first = demo.describe(settings)
+    assert "final test error on the first 50 CIFAR-10 test images (the per-epoch curves: the embedded sample's " \
+           "first 50 test images)" in first
+    # a report from the stored runs, without the data root, still uses the stored CIFAR-10 evaluations
+    elsewhere = _tiny(tmp_path, seeds=[0])
+    assert demo.final_test(elsewhere) == "cifar10" and demo.per_seed(elsewhere).equals(errors)
+    # ... but not once one of them is missing (then every number comes from the sample, never a mix)
+    (store.run_dir(records[1]["run_id"]) / demo.FINAL_TEST_FILE).unlink()
+    assert demo.final_test(elsewhere) == "sample"
+    assert demo.per_seed(elsewhere).iloc[0]["AT"] == records[1]["test_error"]
+    # with the data root, a missing evaluation is made again, the same
+    assert demo.per_seed(settings).equals(errors)
+
+
+@pytest.mark.slow
+def test_runs_side_by_side_equal_runs_one_at_a_time(tmp_path):
+    """concurrent: 2 trains in two worker processes, each run on one thread, as concurrent: 1 does in this one: the
+    same records, epoch by epoch (CPU training is deterministic)."""
+    one = _tiny(_with_teacher(tmp_path / "one"), seeds=[0])
+    two = _tiny(_with_teacher(tmp_path / "two"), seeds=[0], concurrent=2)
+    a, b = demo.train(one, log=lambda _: None), demo.train(two, log=lambda _: None)
+    assert [r["run_id"] for r in a] == [r["run_id"] for r in b]
+    assert all(r["environment"].get("concurrent_runs") == 2 for r in b)
+    for ra, rb in zip(a, b):
+        ma = RunStore(one.store_root).read_metrics(ra["run_id"])
+        mb = RunStore(two.store_root).read_metrics(rb["run_id"])
+        assert [(m["train_loss"], m["test_loss"], m["test_error"]) for m in ma] == \
+            [(m["train_loss"], m["test_loss"], m["test_error"]) for m in mb]
 
 
 def test_demo_figures_wait_for_their_runs(tmp_path):

@@ -27,6 +27,7 @@ def teacher_results(tmp_path_factory):
     return root, record["run_id"]
 
 
+@pytest.mark.slow  # trains WRN-16-1 on the sample for a while (about 100 s of CPU)
 def test_short_training_lowers_loss_and_beats_chance(tmp_path):
     record = engine.train(RunConfig(student="wrn-16-1", dataset="sample", epochs=3, device="cpu"),
                           results=tmp_path, progress=False, log=None)
@@ -90,6 +91,7 @@ def interrupt_at_epoch(cfg, results, epoch):
         engine.train(cfg, results=results, progress=False, log=None)
 
 
+@pytest.mark.slow  # trains a run twice (about 25 s); test_resume_fixture.py resumes a pinned checkpoint in the fast set
 def test_in_process_resume_matches_uninterrupted(tmp_path):
     cfg = tiny(epochs=3)
     full = engine.train(cfg, results=tmp_path / "a", progress=False, log=None)
@@ -164,6 +166,7 @@ def test_schedule_and_config_identity():
             RunConfig(**{"student": "wrn-16-1", **bad})
 
 
+@pytest.mark.slow  # torch.compile: about 25 s of CPU with a warm compile cache, longer without
 def test_compiled_run_equals_eager_run(teacher_results, tmp_path, float64):
     """``train(compile=True)`` (student and teacher forward through torch.compile) trains what the eager path
     trains: float64, with a smaller last batch (another shape) and evaluation (eval mode) between epochs."""

@@ -88,6 +88,7 @@ def test_a_plain_torchvision_state_dict_is_a_teacher(tmp_path):
     assert arch == canonical_name(TEACHER) and torch.equal(model(x)[0], plain(x))
 
 
+@pytest.mark.slow  # trains MobileNetV3 runs twice (about 55 s)
 def test_at_run_trains_and_resumes_to_the_same_numbers(teacher, tmp_path):
     root, teacher_id = teacher
     config = RunConfig(student=STUDENT, method="at", terms=method_terms("at"), teacher=teacher_id, epochs=2,

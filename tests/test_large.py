@@ -4,7 +4,6 @@ AT, pretrained weights, bad input, and torchrun with 2 gloo processes against on
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,11 +15,10 @@ from atlib.models.pretrained import TORCHVISION_FILES, WeightsError, load_pretra
 from atlib.paper.grids import LARGE_TABLES, table4, table5
 from atlib.paper.settings import Settings
 from atlib.paper.suite import config_for
+from atlib.paths import REPO_ROOT as REPO
 from atlib.training import engine
 from atlib.training.config import RunConfig
 from atlib.training.store import RunStore
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +76,7 @@ def test_finetune_protocol_freezes_bn_stem_and_first_group(tiny_folder, weights_
     assert after["net.fc.weight"].shape == (3, 512)
 
 
+@pytest.mark.slow  # fine-tunes ResNet-18 runs (about 45 s)
 def test_finetune_with_at_on_last_two_groups_and_kd(tiny_folder, weights_dir, tmp_path):
     teacher = engine.train(finetune("resnet-34", tiny_folder, weights_dir), results=tmp_path, progress=False,
                            log=None)
@@ -149,6 +148,7 @@ def test_bad_inputs_of_image_folder_runs(tiny_folder, weights_dir, tmp_path):
     assert proc.returncode == 2 and "1000 classes" in proc.stderr and "has 3" in proc.stderr, proc.stderr
 
 
+@pytest.mark.slow  # torchrun: two processes plus one (about 20 s, more on a busy machine)
 def test_torchrun_two_processes_match_one(tiny_folder, weights_dir, tmp_path):
     teacher = str(weights_dir / TORCHVISION_FILES["resnet-34"])
     args = ["--student", "resnet-18", "--dataset", "folder", "--data-root", str(tiny_folder), "--image-size", "64",

@@ -1,7 +1,11 @@
-"""Notebooks: clean in git, one parameters cell in step with the one-seed profile, bad parameters reported, failures
-stop the sequence with one line; the main job (the one-seed report from the committed runs, training nothing on a
-CPU); and (slow) the whole smoke sequence through papermill."""
+"""Notebooks: clean in git, one short parameters cell (a profile, overrides of its keys, and a notebook's own few
+knobs), no block of code copied between notebooks, bad parameters reported, failures stop the sequence with one line;
+the executed copies in docs/notebooks (with their figures, in step with the notebooks); the main job (the one-seed
+report from the committed runs, training nothing on a CPU); and (slow) the whole smoke sequence through papermill."""
 
+import ast
+import base64
+import itertools
 import math
 import os
 import subprocess
@@ -14,13 +18,31 @@ import pytest
 import yaml
 
 from atlib.paper.grids import TABLES
-from atlib.paper.pipeline import (ALL_NOTEBOOKS, DEMO_NOTEBOOKS, NOTEBOOKS, NOTEBOOK_DIR, ParameterError, PipelineError,
-                                  SEQUENCE_KEY, check_parameters, notebook_parameters, run_sequence)
-from atlib.paper.settings import PROFILE_DIR, Settings, settings_from_profile
+from atlib.paper.pipeline import (ALL_NOTEBOOKS, DEMO_NOTEBOOKS, NOTEBOOK_ARGS, NOTEBOOKS, NOTEBOOK_DIR, ParameterError,
+                                  PipelineError, SEQUENCE_KEY, check_parameters, notebook_call, notebook_parameters,
+                                  run_sequence)
+from atlib.paper.settings import (PROFILE_DIR, PROFILE_KEYS, Settings, describe_settings, notebook_settings,
+                                  settings_from_profile)
 from atlib.paper.suite import run_id_for, teacher_config
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MAX_PARAMETER_LINES = 12  # a parameters cell holds what a reader would change, nothing else
+SHARED_BLOCK = 5          # no run of this many code lines appears in two notebooks
+EXECUTED = REPO / "docs" / "notebooks"  # executed copies with their outputs (`make notebooks`)
+EXECUTED_COPIES = {"01-tutorial.ipynb": 4, "10-cpu-demo.ipynb": 3}  # and the figures each shows
+EXECUTED_BYTES = 2_000_000  # all executed copies together
+
+
+def _parameters_cell(name: str):
+    book = nbformat.read(NOTEBOOK_DIR / name, as_version=4)
+    return next(c for c in book.cells if "parameters" in c.get("metadata", {}).get("tags", []))
+
+
+def code_lines(book) -> list[str]:
+    """A notebook's code lines in order, whitespace-normalised, blank lines left out."""
+    return [" ".join(line.split()) for cell in book.cells if cell.cell_type == "code"
+            for line in cell.source.splitlines() if line.strip()]
 
 
 @pytest.mark.parametrize("name", ALL_NOTEBOOKS)
@@ -32,22 +54,63 @@ def test_notebook_is_clean_with_one_parameters_cell(name):
     assert len(tagged) == 1
 
 
-@pytest.mark.parametrize("name", NOTEBOOKS)
-def test_parameter_defaults_are_the_one_seed_profile(name):
-    one_seed = yaml.safe_load((PROFILE_DIR / "one-seed.yaml").read_text())
+@pytest.mark.parametrize("name", ALL_NOTEBOOKS)
+def test_parameters_are_a_profile_its_overrides_and_a_few_knobs(name):
+    """``profile`` (one-seed for the paper's notebooks, cpu-demo for the demo) and ``overrides`` (none), then the
+    notebook's own knobs, none of them a profile key; papermill reads every assignment of the cell (a line it cannot
+    parse, e.g. with '=' in its comment, would silently stop being a parameter)."""
+    cell = _parameters_cell(name)
+    assert len([line for line in cell.source.splitlines() if line.strip()]) <= MAX_PARAMETER_LINES
     declared = notebook_parameters(NOTEBOOK_DIR / name)
-    assert set(declared) == set(one_seed)
-    for key, value in one_seed.items():
-        assert eval(declared[key]) == value, key  # papermill reports defaults as source text
+    assigned = [t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign) for t in node.targets]
+    assert list(declared) == assigned
+    assert list(declared)[:2] == list(NOTEBOOK_ARGS)
+    assert eval(declared["profile"]) == ("cpu-demo" if name in DEMO_NOTEBOOKS else "one-seed")  # defaults: source text
+    assert eval(declared["overrides"]) == {}
+    assert not (set(declared) - set(NOTEBOOK_ARGS)) & set(PROFILE_KEYS)  # a knob never shadows a profile key
 
 
-def test_demo_notebook_defaults_are_the_cpu_demo_profile():
-    demo = yaml.safe_load((PROFILE_DIR / "cpu-demo.yaml").read_text())
-    assert demo.pop(SEQUENCE_KEY) == DEMO_NOTEBOOKS
-    declared = notebook_parameters(NOTEBOOK_DIR / DEMO_NOTEBOOKS[0])
-    assert set(declared) == set(demo)
-    for key, value in demo.items():
-        assert eval(declared[key]) == value, key
+def test_no_block_of_code_appears_in_two_notebooks():
+    """Plumbing lives in atlib (``notebook_settings``, ``report``, ``demo``), not copied from notebook to notebook."""
+    blocks = {}
+    for name in ALL_NOTEBOOKS:
+        lines = code_lines(nbformat.read(NOTEBOOK_DIR / name, as_version=4))
+        blocks[name] = {tuple(lines[i:i + SHARED_BLOCK]) for i in range(len(lines) - SHARED_BLOCK + 1)}
+    shared = [(a, b, "\n".join(block)) for a, b in itertools.combinations(ALL_NOTEBOOKS, 2)
+              for block in sorted(blocks[a] & blocks[b])]
+    assert not shared, shared[0]
+
+
+def test_demo_profile_runs_the_demo_notebook():
+    assert yaml.safe_load((PROFILE_DIR / "cpu-demo.yaml").read_text())[SEQUENCE_KEY] == DEMO_NOTEBOOKS
+
+
+def test_notebook_settings_are_the_profile_with_overrides():
+    assert notebook_settings("one-seed") == settings_from_profile("one-seed")
+    settings = notebook_settings("smoke", {"epochs": 1, "seeds": [0, 1]})
+    assert settings == settings_from_profile("smoke", epochs=1, seeds=[0, 1])
+    line = describe_settings(settings, {"epochs": 1, "seeds": [0, 1]})
+    assert line.startswith("profile smoke with epochs=1, seeds=[0, 1]: the embedded sample data") and \
+        "results in results/smoke" in line
+    assert notebook_settings(str(PROFILE_DIR / "cpu-demo.yaml")).teachers_from == "one-seed"
+    with pytest.raises(ValueError, match=r"overrides \['learning_rate'\] are not profile keys"):
+        notebook_settings("smoke", {"learning_rate": 0.1})
+
+
+def test_each_notebook_gets_the_profile_its_overrides_and_its_own_knobs():
+    """What the pipeline passes to papermill: the profile's name, the overrides of profile keys (none: no
+    ``overrides``), and the values of the notebook's own knobs (only to the notebook that declares them)."""
+    profile = yaml.safe_load((PROFILE_DIR / "smoke.yaml").read_text())
+    changes = {"epochs": 1, "steps": 5}
+    tutorial, table = NOTEBOOK_DIR / "01-tutorial.ipynb", NOTEBOOK_DIR / "03-table1.ipynb"
+    assert notebook_call(tutorial, "smoke", {**profile, **changes}, changes) == {
+        "profile": "smoke", "steps": 5, "overrides": {"epochs": 1}}
+    assert notebook_call(table, "smoke", {**profile, **changes}, changes) == {"profile": "smoke",
+                                                                              "overrides": {"epochs": 1}}
+    assert notebook_call(table, "smoke", profile, {}) == {"profile": "smoke"}
+    check_parameters([tutorial, table], {**profile, **changes})  # a knob of one notebook of the sequence
+    with pytest.raises(ParameterError, match=r"03-table1.ipynb does not declare parameter\(s\) \['steps'\]"):
+        check_parameters(table, {**profile, **changes})
 
 
 def test_profiles_cover_every_parameter():
@@ -107,6 +170,27 @@ def _valid_png(path: Path) -> bool:
     with Image.open(path) as image:
         grey_levels = sum(1 for count in image.convert("L").histogram() if count)
         return image.size[0] > 50 and image.size[1] > 50 and grey_levels > 10
+
+
+@pytest.mark.parametrize("name", EXECUTED_COPIES)
+def test_executed_copy_has_its_figures_and_the_notebooks_code(name):
+    """docs/notebooks holds the tutorial and the CPU demo run from the committed runs (`make notebooks`), so their
+    figures show without running anything: every code cell ran without an error, every figure is there (the tutorial
+    says NOT SHOWN where the CPU demo's runs are missing), and the code is the notebook's own (regenerate the copy
+    after changing the notebook)."""
+    copy = nbformat.read(EXECUTED / name, as_version=4)
+    source = nbformat.read(NOTEBOOK_DIR / name, as_version=4)
+    ran = [c for c in copy.cells if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])]
+    assert [c.source for c in ran] == [c.source for c in source.cells if c.cell_type == "code"], \
+        f"docs/notebooks/{name} is older than notebooks/{name}: make notebooks"
+    assert all(c.get("execution_count") for c in ran)
+    outputs = [o for c in ran for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    pngs = [base64.b64decode(o.data["image/png"]) for o in outputs if "image/png" in o.get("data", {})]
+    assert len(pngs) == EXECUTED_COPIES[name] and all(p.startswith(PNG_SIGNATURE) for p in pngs)
+    assert not [o for o in outputs if "NOT SHOWN" in o.get("text", "")]
+    assert sum(p.stat().st_size for p in EXECUTED.glob("*.ipynb")) < EXECUTED_BYTES
+    assert sorted(p.name for p in EXECUTED.glob("*.ipynb")) == sorted(EXECUTED_COPIES)
 
 
 @pytest.mark.slow

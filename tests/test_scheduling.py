@@ -69,6 +69,7 @@ def test_plan_command(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # trains a cohort and its teacher (about 25 s of CPU)
 def test_run_cells_trains_a_cohort(tmp_path):
     settings = Settings(profile="t", dataset="sample", epochs=1, train_subset=128, test_subset=100,
                         device="cpu", results_dir=str(tmp_path), progress=False, cohort=8)

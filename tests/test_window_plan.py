@@ -1,11 +1,11 @@
 """scripts/window_plan.py: the packed CIFAR-10 files spread over as few device calls as the 64 MiB limit allows."""
 
 import importlib.util
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from atlib.paths import REPO_ROOT as REPO
+
 spec = importlib.util.spec_from_file_location("window_plan", REPO / "scripts" / "window_plan.py")
 window_plan = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(window_plan)

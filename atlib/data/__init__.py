@@ -21,6 +21,7 @@ from .cifar import (
     load_cifar10,
     load_dataset,
     load_sample,
+    network_available,
     resolve_data_root,
     sample_path,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "load_folders",
     "load_dataset",
     "load_sample",
+    "network_available",
     "normalize",
     "num_batches",
     "num_train_batches",

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..paths import DEFAULT_DATA
+
 __all__ = [
     "CIFAR_MEAN",
     "CIFAR_STD",
@@ -25,6 +27,7 @@ __all__ = [
     "load_cifar10",
     "load_dataset",
     "load_sample",
+    "network_available",
     "resolve_data_root",
     "sample_path",
 ]
@@ -67,15 +70,15 @@ def resolve_data_root(data_root: str | os.PathLike | None = None) -> Path:
     """Directory holding ``cifar-10-batches-py``.
 
     Precedence: the argument if given, else the environment variable
-    ``ATLIB_DATA`` (if set and non-empty), else ``./data`` relative to the
-    current working directory (returned as an absolute path).
+    ``ATLIB_DATA`` (if set and non-empty), else ``./data`` (``paths.DEFAULT_DATA``) relative
+    to the current working directory (returned as an absolute path).
     """
     if data_root is not None and str(data_root) != "":
         return Path(data_root).expanduser()
     env = os.environ.get(ENV_VAR, "")
     if env.strip():
         return Path(env).expanduser()
-    return Path.cwd() / "data"
+    return Path.cwd() / DEFAULT_DATA
 
 
 @dataclass(eq=False)
@@ -109,7 +112,7 @@ class ImageSet:
         return int(self.images.shape[0])
 
 
-def _network_available(timeout: float = 2.0) -> bool:
+def network_available(timeout: float = 2.0) -> bool:
     """True if a TCP connection to the CIFAR-10 host succeeds within ``timeout``.
 
     Never raises; the name lookup is bounded too by running it in a daemon thread.
@@ -166,7 +169,7 @@ def load_cifar10(
     try:
         train, test = _construct(root, download=False)
     except (RuntimeError, OSError, EOFError, ValueError) as first_err:
-        want = _network_available() if download is None else bool(download)
+        want = network_available() if download is None else bool(download)
         if not want:
             folder = root / CIFAR10_FOLDER
             raise DataError(

@@ -23,7 +23,7 @@ from .resnet import RESNET_DEPTHS, GroupedResNet, resnet
 from .wrn import WideResNet, wrn
 
 __all__ = ["wrn", "nin", "resnet", "tap", "TappedModel", "build_model", "parse_model_name", "canonical_name",
-           "count_parameters",
+           "count_parameters", "model_from_state",
            "WideResNet", "NIN", "GroupedResNet", "NIN_THIN_WIDTHS", "NIN_WIDE_WIDTHS"]
 
 _WRN = re.compile(r"^wrn-(\d+)-(\d+)$")
@@ -73,6 +73,16 @@ def build_model(name: str, num_classes: int = 10, init: str = "authors") -> nn.M
         return resnet(num_classes=num_classes, **kwargs)
     builder = {"wrn": wrn, "nin": nin}[family]
     return builder(num_classes=num_classes, init=init, **kwargs)
+
+
+def model_from_state(arch: str, state: dict) -> nn.Module:
+    """An eval-mode ``arch`` holding ``state`` (trained weights, e.g. ``RunStore.load_weights``); the class count is
+    read from the state's final linear layer."""
+    head = [v for k, v in state.items() if k.endswith("fc.weight")] or \
+        [v for k, v in state.items() if k.endswith(".weight") and v.dim() == 2]  # the last linear layer
+    model = build_model(arch, num_classes=head[-1].shape[0] if head else 10, init="standard")
+    model.load_state_dict(state)
+    return model.eval()
 
 
 def count_parameters(model: nn.Module) -> int:

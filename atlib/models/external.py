@@ -50,7 +50,7 @@ def node_names(model: nn.Module) -> list[str]:
 
 class TappedModel(nn.Module):
     """``model`` returning ``(logits, [outputs of nodes])``. Its state dict is the wrapped model's under ``body.``
-    (``engine.model_from_state`` also takes a plain torchvision state dict)."""
+    (a teacher, ``engine.load_teacher``, may also be a plain torchvision state dict)."""
 
     def __init__(self, model: nn.Module, nodes: list[str] | tuple[str, ...], probe_size: int = 32):
         super().__init__()

@@ -30,7 +30,7 @@ from .wrn import authors_init
 NIN_WIDE_WIDTHS = (192, 160, 96, 192, 192, 192, 192, 192, 192)
 NIN_THIN_WIDTHS = (86, 72, 43, 86, 86, 86, 86, 86, 86)
 NIN_VARIANTS = {"wide": NIN_WIDE_WIDTHS, "thin": NIN_THIN_WIDTHS}
-_KERNELS = (5, 1, 1, 5, 1, 1, 3, 1, 1)
+KERNELS = (5, 1, 1, 5, 1, 1, 3, 1, 1)  # of the nine convolutions (training.grouped_nin builds the same layers)
 
 
 class NIN(nn.Module):
@@ -56,7 +56,7 @@ class NIN(nn.Module):
         self.group_channels = [widths[2], widths[5], widths[8]]
         layers = []
         in_channels = 3
-        for i, (out_channels, k) in enumerate(zip(widths, _KERNELS)):
+        for i, (out_channels, k) in enumerate(zip(widths, KERNELS)):
             last_in_group = i % 3 == 2
             layer = [nn.Conv2d(in_channels, out_channels, k, padding=k // 2, bias=not batch_norm)]
             if batch_norm:

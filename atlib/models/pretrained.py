@@ -36,8 +36,8 @@ def imagenet_weights_file(arch: str, weights_dir: str | os.PathLike | None = Non
 
 
 def _download(arch: str) -> dict:
-    from ..data.cifar import _network_available  # the same reachability probe as the data layer
-    if not _network_available():
+    from ..data.cifar import network_available  # the same reachability probe as the data layer
+    if not network_available():
         raise WeightsError(f"ImageNet weights for {arch} not found: put {TORCHVISION_FILES[arch]} in "
                            f"${WEIGHTS_ENV} (or weights_dir, or {Path(torch.hub.get_dir()) / 'checkpoints'}), "
                            f"or pass a weights file")

@@ -69,15 +69,18 @@ class Cell:
         return f"{self.table} | {self.row} | {self.column}"
 
 
-def _cell(table, row, column, paper, student, method="student", teacher=None, protocol="cifar", data="cifar",
-          metric="test_error", **options):
+def make_cell(table, row, column, paper, student, method="student", teacher=None, protocol="cifar", data="cifar",
+              metric="test_error", **options) -> Cell:
+    """A ``Cell`` with its method options given as keywords (``make_cell(..., "at", teacher="wrn-16-2", p=4)``)."""
     return Cell(table, row, column, paper, student, method, tuple(sorted(options.items())), teacher, protocol, data,
                 metric)
 
 
+
+
 def _teacher_cell(table, row, column, paper, key, metric="test_error"):
     arch, protocol, data = TEACHERS[key]
-    return _cell(table, row, column, paper, arch, protocol=protocol, data=data, metric=metric)
+    return make_cell(table, row, column, paper, arch, protocol=protocol, data=data, metric=metric)
 
 
 # -- Table 1: activation-based AT, F-ActT, KD, AT+KD -------------------------------------------------------------
@@ -104,8 +107,8 @@ def table1() -> list[Cell]:
     cells = []
     for row, student, teacher, paper in TABLE1_PAIRS:
         for (column, method), value in zip(TABLE1_COLUMNS, paper):
-            cells.append(_cell("table1", row, column, value, student, method,
-                               teacher=None if method == "student" else teacher))
+            cells.append(make_cell("table1", row, column, value, student, method,
+                                   teacher=None if method == "student" else teacher))
         cells.append(_teacher_cell("table1", row, "teacher", paper[-1], teacher))
     return cells
 
@@ -123,8 +126,8 @@ TABLE2_ROWS = [  # (row label, paper, AT options or None for no transfer)
 
 
 def table2() -> list[Cell]:
-    return [_cell("table2", row, "error", paper, "wrn-16-1") if options is None else
-            _cell("table2", row, "error", paper, "wrn-16-1", "at", teacher="wrn-16-2", **options)
+    return [make_cell("table2", row, "error", paper, "wrn-16-1") if options is None else
+            make_cell("table2", row, "error", paper, "wrn-16-1", "at", teacher="wrn-16-2", **options)
             for row, paper, options in TABLE2_ROWS]
 
 
@@ -137,12 +140,12 @@ def groups_ablation() -> list[Cell]:
     cells = []
     for row, paper, groups in GROUP_ROWS:
         if groups is None:
-            cells.append(_cell("groups", row, "error", paper, "wrn-16-1"))
+            cells.append(make_cell("groups", row, "error", paper, "wrn-16-1"))
         elif groups == "all":
-            cells.append(_cell("groups", row, "error", paper, "wrn-16-1", "at", teacher="wrn-16-2"))
+            cells.append(make_cell("groups", row, "error", paper, "wrn-16-1", "at", teacher="wrn-16-2"))
         else:
-            cells.append(_cell("groups", row, "error", paper, "wrn-16-1", "at", teacher="wrn-16-2",
-                               groups=tuple(groups)))
+            cells.append(make_cell("groups", row, "error", paper, "wrn-16-1", "at", teacher="wrn-16-2",
+                                   groups=tuple(groups)))
     return cells
 
 
@@ -158,7 +161,7 @@ TABLE3_ROWS = [  # (row label, paper, method, teacher key)
 
 
 def table3() -> list[Cell]:
-    return [_cell("table3", row, "error", paper, "nin-thin-nobn", method, teacher=teacher, protocol="table3")
+    return [make_cell("table3", row, "error", paper, "nin-thin-nobn", method, teacher=teacher, protocol="table3")
             for row, paper, method, teacher in TABLE3_ROWS]
 
 
@@ -177,8 +180,9 @@ def table4(datasets: Iterable[str] = ("cub", "scenes")) -> list[Cell]:
         for (column, data), value in zip(TABLE4_COLUMNS, paper):
             if data in datasets:
                 options = {"groups": (2, 3)} if method == "at" else {}
-                cells.append(_cell("table4", row, column, value, "resnet-18", method, protocol="finetune", data=data,
-                                   teacher=None if method == "student" else f"resnet-34-{data}", **options))
+                cells.append(make_cell("table4", row, column, value, "resnet-18", method, protocol="finetune",
+                                       data=data, teacher=None if method == "student" else f"resnet-34-{data}",
+                                       **options))
     for (column, data), value in zip(TABLE4_COLUMNS, (26.5, 26.0)):
         if data in datasets:
             cells.append(_teacher_cell("table4", "teacher ResNet-34", column, value, f"resnet-34-{data}"))
@@ -192,12 +196,12 @@ def table5() -> list[Cell]:
                                   ("top-5", "test_error_top5", (10.8, 10.0, 8.3, None))):
         common = dict(protocol="imagenet", data="imagenet", metric=metric)
         cells += [
-            _cell("table5", "ResNet-18", column, paper[0], "resnet-18", **common),
-            _cell("table5", "ResNet-18 + AT (last 2 groups from epoch 60)", column, paper[1], "resnet-18", "at",
-                  teacher="resnet-34-imagenet", groups=(2, 3), **common),
+            make_cell("table5", "ResNet-18", column, paper[0], "resnet-18", **common),
+            make_cell("table5", "ResNet-18 + AT (last 2 groups from epoch 60)", column, paper[1], "resnet-18", "at",
+                      teacher="resnet-34-imagenet", groups=(2, 3), **common),
             _teacher_cell("table5", "ResNet-34 (teacher)", column, paper[2], "resnet-34-imagenet", metric=metric),
-            _cell("table5", "ResNet-18 + AT (all groups from epoch 0, as the released code)", column, paper[3],
-                  "resnet-18", "at", teacher="resnet-34-imagenet", at_from_start=True, **common),
+            make_cell("table5", "ResNet-18 + AT (all groups from epoch 0, as the released code)", column, paper[3],
+                      "resnet-18", "at", teacher="resnet-34-imagenet", at_from_start=True, **common),
         ]
     return cells
 

@@ -31,6 +31,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..paths import DEFAULT_RESULTS
 from ..training.store import (CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, METRICS_GZ_FILE, RECORD_FILE, WEIGHTS_FILE,
                               RunStore, atomic_write_bytes, config_hash, gzip_metrics)
 
@@ -219,7 +220,7 @@ def _manifest(raw: bytes, where: str) -> dict:
     return manifest
 
 
-def import_pack(paths: list[str | os.PathLike], results_dir: str | os.PathLike = "results",
+def import_pack(paths: list[str | os.PathLike], results_dir: str | os.PathLike = DEFAULT_RESULTS,
                 profile: str | None = None) -> tuple[str, Imported]:
     """Import a pack into ``<results_dir>/<its store>`` (its profile's, or the one that profile shares runs with);
     returns (that store's name, what was added and kept). Raises ``PackError`` (nothing written) for a bad pack."""

@@ -1,16 +1,18 @@
 """How long a profile's CIFAR-10 suite takes on one GPU, from throughput measured on that GPU.
 
-    python -m atlib plan --profile paper --rates results/benchmarks/throughput-h200.json
+    python -m atlib plan --profile paper --rates results/benchmarks/h200-2026-11-26/1-main-and-plan.json \\
+        results/benchmarks/h200-2026-11-26/2-single-runs.json results/benchmarks/h200-2026-11-26/3-channels-last.json
 
 ``plan_groups`` lists what ``schedule.run_cells`` will train, group by group (a cohort, a set of concurrent runs
 or a single run), each with its *shape* (student, teacher, methods, size, shared batches, concurrent).
-``benchmarks/throughput.py --plan PROFILE`` measures every distinct shape on the GPU (aggregate images/s);
-``estimate`` turns the two into seconds:
+``benchmarks/throughput.py --plan PROFILE --json FILE`` measures every distinct shape on the GPU (aggregate
+images/s; ``load_rates`` reads the file); ``estimate`` turns the two into seconds:
 
-    seconds(group) = epochs x train images x size / rate(shape) x (1 + EVAL_FRACTION) + epochs x EPOCH_OVERHEAD_S
+    seconds(group) = epochs x size x (train images + test images / 3) / rate(shape) + epochs x EPOCH_OVERHEAD_S
 
-with evaluation of the 10,000 test images each epoch counted as forward passes (a third of a training image each)
-and a fixed per-epoch cost for checkpoints and metrics.
+with evaluation of the test images (10,000 on CIFAR-10) each epoch counted as forward passes, a third of a training
+image each, and a fixed per-epoch cost for checkpoints and metrics. ``measured_rates`` (``MEASURED_RATE_FILES``: the
+H200 files above) gives the report its per-run GPU estimates (``run_seconds``).
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from ..paths import REPO_ROOT
 from ..training.config import RunConfig
 from .grids import TABLES
-from .pipeline import REPO_ROOT
 from .schedule import cohort_size, concurrent_size, is_cohort, schedule
 from .settings import Settings
 from .suite import suite_jobs

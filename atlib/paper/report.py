@@ -23,7 +23,6 @@ import torch  # noqa: E402
 
 from ..attention import attention_image  # noqa: E402
 from ..data import ImageSet, normalize  # noqa: E402
-from ..training.engine import model_from_state  # noqa: E402
 from ..training.provenance import segments  # noqa: E402
 from ..training.store import RunStore, StoreError  # noqa: E402
 from .grids import FIGURE_6_ROW, FIGURE_6_RUNS, TABLE_TITLES, Cell, table1_row
@@ -211,7 +210,7 @@ def load_trained(cell_or_run_id: Cell | str, settings: Settings, seed: int | Non
     store = RunStore(settings.store_root)
     run_id = cell_or_run_id if isinstance(cell_or_run_id, str) else run_id_for(
         cell_or_run_id, settings, settings.seeds[0] if seed is None else seed)
-    return model_from_state(store.read_config(run_id)["student"], store.load_weights(run_id))
+    return store.load_model(run_id)
 
 
 def pick_images(data: ImageSet, count: int = 4, seed: int = 0) -> ImageSet:
@@ -242,12 +241,15 @@ def _show_map(ax, image_uint8, amap) -> None:
     ax.set_yticks([])
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
+    """Write ``fig`` to ``path`` (PNG, parents made) and close it; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
 
 
 # -- figures -------------------------------------------------------------------------------------------------------
@@ -273,7 +275,7 @@ def figure_attention_functions(model: torch.nn.Module, images: ImageSet, path: P
                 _show_map(axes[i, c], images.images[i], amap)
                 axes[0, c].set_title(f"group {g + 1}\n{name}", fontsize=8)
                 c += 1
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def figure_attention_comparison(models: dict[str, torch.nn.Module], display: torch.Tensor, inputs: torch.Tensor,
@@ -293,7 +295,7 @@ def figure_attention_comparison(models: dict[str, torch.nn.Module], display: tor
             _show_map(axes[i, c], display[i], maps[name][i])
             axes[0, c].set_title(name, fontsize=9)
     axes[0, 0].set_title("image", fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def figure_training_curves(curves: dict[str, Sequence[dict]], path: Path, title: str = "",
@@ -313,7 +315,7 @@ def figure_training_curves(curves: dict[str, Sequence[dict]], path: Path, title:
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def metrics_of(cell: Cell, settings: Settings, seed: int | None = None) -> list[dict]:
@@ -335,7 +337,7 @@ def figure_table(summary: pd.DataFrame, path: Path, title: str) -> Path:
     ax.set_ylabel("test error (%)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def example_images(count: int = 4, seed: int = 0) -> ImageSet:

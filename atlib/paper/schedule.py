@@ -14,7 +14,7 @@ from ..training import concurrent as concurrent_runs  # `concurrent` is also a c
 from ..training.config import RunConfig
 from ..training.store import RunStore
 from .grids import Cell
-from .settings import Settings, _on_gpu
+from .settings import Settings
 from .suite import check_borrowed_teachers, data_available, run_id_for, suite_jobs
 
 logger = logging.getLogger(__name__)
@@ -24,6 +24,11 @@ def _positive_int(name: str, value, allowed: str = "a positive integer") -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be {allowed}, got {name}={value!r}")
     return value
+
+
+def _on_gpu(settings: Settings) -> bool:
+    """Whether the settings' device is a CUDA GPU."""
+    return engine.resolve_device(settings.device).type == "cuda"
 
 
 def cohort_size(settings: Settings) -> int:
@@ -102,6 +107,11 @@ def _gather_singles(groups: list[list[RunConfig]], concurrent: int) -> list[list
 
 def is_cohort(group: list[RunConfig]) -> bool:
     return len(group) > 1 and not isinstance(group, ConcurrentSet)
+
+
+def cells_with_data(cells: Iterable[Cell], settings: Settings) -> list[Cell]:
+    """The cells whose data the settings locate (CIFAR-10 always; CUB, Scenes, ImageNet when their root is set)."""
+    return [c for c in cells if data_available(c, settings)]
 
 
 def run_cells(cells: Iterable[Cell], settings: Settings, log: Callable[[str], None] = logger.info) -> list[dict | None]:

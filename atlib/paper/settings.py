@@ -124,6 +124,37 @@ class Settings:
         return "; ".join(changes)
 
 
+PROFILE_KEYS = tuple(Settings.__dataclass_fields__)  # what a profile file (or an override) may set
+SEQUENCE_KEY = "notebooks"  # a profile key read by the pipeline (which notebooks run), not a setting
+
+
+def notebook_settings(profile: str = "one-seed", overrides: dict[str, Any] | None = None) -> Settings:
+    """A notebook's settings: ``profile`` (a name under ``profiles/`` or a YAML file) with ``overrides`` (a dict of
+    profile keys) applied. The notebooks' ``parameters`` cell holds the two; ``python -m atlib reproduce --profile
+    smoke --set seeds=[0,1]`` runs each notebook with ``profile="smoke"`` and ``overrides={"seeds": [0, 1]}``, and
+    ``papermill <notebook> <out> -p profile smoke`` does the same for one notebook. ValueError (one line) naming any
+    key that is not a profile key."""
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(PROFILE_KEYS))
+    if unknown:
+        raise ValueError(f"overrides {unknown} are not profile keys; the keys are {', '.join(PROFILE_KEYS)}")
+    path = profile_path(profile)
+    params = load_profile(path)
+    params.pop(SEQUENCE_KEY, None)
+    unknown = sorted(set(params) - set(PROFILE_KEYS))
+    if unknown:
+        raise ProfileError(f"profile {path} has unknown key(s) {unknown}; the keys are {', '.join(PROFILE_KEYS)}")
+    return Settings(**{**params, **overrides})
+
+
+def describe_settings(settings: Settings, overrides: dict[str, Any] | None = None) -> str:
+    """One line for a notebook to show: the profile, the overrides applied, how it departs from the authors'
+    protocol and where its results go."""
+    changed = f" with {', '.join(f'{k}={v!r}' for k, v in overrides.items())}" if overrides else ""
+    note = settings.protocol_note() or "the authors' protocol"
+    return f"profile {settings.profile}{changed}: {note}; results in {settings.root}"
+
+
 def settings_from_profile(profile: str, **overrides) -> Settings:
     """``Settings`` of a profile (a name under ``profiles/`` or a YAML file) with ``overrides`` applied."""
     known = set(Settings.__dataclass_fields__)

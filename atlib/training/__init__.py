@@ -5,8 +5,9 @@
 - ``store``: ``RunStore``, runs on disk (atomic writes, checkpoints, records, provenance).
 - ``engine``: ``train(config)``, one run: data, model, objective, optimiser, epochs, resume.
 - ``steps``: the training step captured as a CUDA graph (``StepRunner``).
-- ``grouped_wrn`` and ``cohorts``: many WRN students trained as one grouped network.
+- ``grouped_wrn``: many WRN students as one grouped network.
 - ``grouped_nin``: Table 3's BN-free NIN runs as one grouped network, double backpropagation included.
+- ``cohorts``: ``train_cohort``, ordinary runs trained as one grouped network (families: WRN, BN-free NIN).
 - ``concurrent``: single runs trained at once on their own CUDA streams.
 - ``distributed``: one run over several GPUs (torchrun).
 - ``claims``: claims on runs, so that several processes share one store.

@@ -39,16 +39,17 @@ import torch.nn.functional as F
 from ..losses import full_precision
 from ..models import count_parameters
 from ..objective import build_objective
+from ..paths import DEFAULT_RESULTS
 from . import deadline
 from .config import RunConfig
 from .distributed import Dist
-from .engine import (DEFAULT_RESULTS, TrainingError, _autocast, _progress_bar, _rng_state,
-                     _set_rng_state, build_student, channels_last_wanted, epoch_row, finish_run, graph_wanted,
-                     make_optimizer, make_source, prepare, resolve_device, train)
+from .engine import (TrainingError, autocast, build_student, channels_last_wanted, epoch_row, finish_run,
+                     graph_wanted, make_optimizer, make_source, prepare, progress_bar, resolve_device, rng_state,
+                     set_rng_state, train)
 from .provenance import device_name, provenance
 from . import grouped_nin
-from .grouped_wrn import (COHORT_TERMS, CohortWRN, _is_indexed, _take, cohort_loss_vectors, join_parts, member_part,
-                          pack, unpack)
+from .grouped_wrn import (COHORT_TERMS, CohortWRN, cohort_loss_vectors, is_indexed, join_parts, member_part, pack,
+                          take, unpack)
 from .steps import StepRunner, zero_momentum
 from .store import RunStore
 
@@ -174,7 +175,7 @@ class TeacherPass:
                     groups.append([g.unsqueeze(1) for g in gs])
                     continue
                 m = len(members)
-                xt = _take(per_student, members).transpose(0, 1).reshape(m * b, 3, h, w)
+                xt = take(per_student, members).transpose(0, 1).reshape(m * b, 3, h, w)
                 lg, gs = module(xt)
                 logits.append(lg.view(m, b, -1).transpose(0, 1))
                 groups.append([g.view(m, b, *g.shape[1:]).transpose(0, 1) for g in gs])
@@ -190,7 +191,7 @@ def make_cohort_step(cohort: CohortWRN, teacher_pass: TeacherPass, specs, optimi
     ``state["active"]``."""
 
     def body(x: torch.Tensor, ys: torch.Tensor) -> dict[str, torch.Tensor]:
-        with _autocast(device, precision):
+        with autocast(device, precision):
             logits, groups = cohort(x)
             t_logits, t_groups = teacher_pass(x)
             total, terms, details, active = cohort_loss_vectors(logits, groups, ys.t(), t_logits, t_groups,
@@ -230,7 +231,7 @@ def make_grouped_nin_step(grouped: grouped_nin.GroupedNIN, objectives, teachers,
     run. The body stores each run's active term and detail names in ``state["active"]``."""
 
     def body(x: torch.Tensor, ys: torch.Tensor) -> dict[str, torch.Tensor]:
-        with _autocast(device, precision):
+        with autocast(device, precision):
             total, outputs = grouped_nin.objective_outputs(grouped, objectives, teachers, x, ys)
         optimizer.zero_grad(set_to_none=True)
         total.backward()
@@ -269,7 +270,7 @@ def _nin_step(cohort, configs, teachers, objectives, optimizer, device, state, s
 
 
 FAMILIES = {
-    "wrn": Family(COHORT_TERMS, pack, unpack, _is_indexed, _wrn_step),
+    "wrn": Family(COHORT_TERMS, pack, unpack, is_indexed, _wrn_step),
     "nin": Family(grouped_nin.NIN_COHORT_TERMS, grouped_nin.pack, grouped_nin.unpack, grouped_nin.is_head,
                   _nin_step),
 }
@@ -281,7 +282,7 @@ def evaluate_cohort(cohort: nn.Module, source, config: RunConfig, device: torch.
     cohort.eval()
     sums = torch.zeros(3, k, device=device, dtype=torch.float64)  # loss, wrong top-1, wrong top-5
     count = 0
-    with torch.no_grad(), _autocast(device, config.precision):
+    with torch.no_grad(), autocast(device, config.precision):
         for x, y in source.eval_batches():
             logits = full_precision(cohort(x.repeat(1, k, 1, 1))[0])  # (B, K, N)
             target = y[:, None]
@@ -344,7 +345,7 @@ def _train_cohort(pending, store: RunStore, device, progress, restart, log, grap
             member.load_state_dict(ck["optimizer"])
             momentum.append({name: member.state.get(p, {}).get("momentum_buffer")
                              for name, p in student.named_parameters()})
-            _set_rng_state(ck["rng"], gen, device)
+            set_rng_state(ck["rng"], gen, device)
         start_epoch = next(iter(epochs.values()))
         log(f"cohort of {k}: resuming after epoch {start_epoch}/{c0.epochs}")
     else:
@@ -388,7 +389,7 @@ def _train_cohort(pending, store: RunStore, device, progress, restart, log, grap
             step_key = key
         environment["cuda_graph"] = runner.graph
         cohort.train()
-        bar = _progress_bar(progress, source.num_train * k, f"cohort of {k} {epoch + 1}/{c0.epochs}")
+        bar = progress_bar(progress, source.num_train * k, f"cohort of {k} {epoch + 1}/{c0.epochs}")
         t0 = time.perf_counter()
         streams = [source.train_batches(generators[0])] if shared_batches else \
             [source.train_batches(g) for g in generators]
@@ -430,7 +431,7 @@ def _train_cohort(pending, store: RunStore, device, progress, restart, log, grap
                     member.state[p]["momentum_buffer"] = member_part(name, buf, k, i, family.indexed).detach().clone()
             store.save_checkpoint(run_id, {"epoch": epoch + 1, "student": students[i].state_dict(),
                                            "objective": objectives[i].state_dict(),
-                                           "optimizer": member.state_dict(), "rng": _rng_state(generators[i], device)})
+                                           "optimizer": member.state_dict(), "rng": rng_state(generators[i], device)})
         if progress:
             errors = ", ".join(f"{c.method} {t['test_error']:.2f}%" for c, t in zip(configs, tests))
             log(f"cohort of {k} epoch {epoch + 1}/{c0.epochs}: test error {errors}; "

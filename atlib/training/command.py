@@ -5,11 +5,17 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
-from ..methods import _OPTION_TERMS, METHODS, method_terms
+from ..data.cifar import ENV_VAR
+from ..methods import AT_DEFAULTS, AT_FORM, KD_DEFAULTS, METHODS, OPTION_TERMS, method_terms
 from ..models import external
-from .config import ConfigError, RunConfig
+from ..paths import DEFAULT_DATA
+from .config import PAPER_EPOCHS, PAPER_MILESTONES, ConfigError, RunConfig
+
+# RunConfig's defaults: the flags' defaults and help texts are read from them, never restated
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig) if f.default is not dataclasses.MISSING}
 
 
 def _groups(text: str) -> list[int]:
@@ -64,45 +70,54 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "or any torchvision classifier as torchvision:<model> (e.g. torchvision:mobilenet_v3_small)")
     add("--student-nodes", type=_nodes, help="torchvision students: the nodes whose outputs AT compares, "
         "e.g. features.1,features.3,features.8 (default: the family's, where atlib knows one)")
-    add("--method", default="student", help=f"one of {', '.join(sorted(METHODS))} (default student)")
+    add("--method", default=DEFAULTS["method"],
+        help=f"one of {', '.join(sorted(METHODS))} (default {DEFAULTS['method']})")
     add("--teacher", help="finished teacher run id (or unique prefix) in --results, or a weights file")
     add("--teacher-arch", help="teacher architecture, needed for a bare weights file")
     add("--teacher-nodes", type=_nodes, help="with a torchvision --teacher-arch: its nodes, e.g. "
         "layer1,layer2,layer3")
     add("--teacher-store", help="results store holding the --teacher run, e.g. results/one-seed "
         "(default: --results)")
-    add("--epochs", type=int, default=200)
-    add("--seed", type=int, default=0)
-    add("--beta", type=float, help="weight of the method's transfer term (AT default 1000)")
-    add("--p", type=_number, help="attention exponent p (AT default 2)")
-    add("--kind", help="attention function: sum or max (AT default sum)")
+    add("--epochs", type=int, default=DEFAULTS["epochs"], help=f"epochs to train (default {DEFAULTS['epochs']})")
+    add("--seed", type=int, default=DEFAULTS["seed"], help=f"random seed (default {DEFAULTS['seed']})")
+    add("--beta", type=float, help=f"weight of the method's transfer term (AT default {AT_DEFAULTS['beta']:g})")
+    add("--p", type=_number, help=f"attention exponent p (AT default {AT_DEFAULTS['p']})")
+    add("--kind", help=f"attention function: sum or max (AT default {AT_DEFAULTS['kind']})")
     add("--groups", type=_groups, help="transfer at these groups only, numbered from 1, e.g. 2 or 1,3")
-    add("--at-form", dest="form", help="AT convention: code (default, authors' code) or paper (Eq. 2)")
+    add("--at-form", dest="form", help=f"AT convention: code (authors' code) or paper (Eq. 2) (default {AT_FORM})")
     add("--start-epoch", type=int, help="epoch (from 0) at which the transfer term starts (default 0)")
-    add("--T", type=float, help="KD temperature (default 4)")
-    add("--alpha", type=float, help="KD weight of the soft term (default 0.9)")
-    add("--lr", type=float, default=0.1)
-    add("--lr-decay", type=float, default=0.2, help="lr factor at each milestone (default 0.2)")
-    add("--milestones", type=_epochs, help="lr drop epochs, e.g. 30,60,90 (default: 60/120/160 of 200, "
-        "scaled to --epochs)")
-    add("--batch-size", type=int, default=128, help="global batch size (split over torchrun processes)")
-    add("--eval-batch-size", type=int, default=1000)
-    add("--weight-decay", type=float, default=5e-4)
-    add("--augment", default="crop+flip", help="crop+flip (authors), flip (Table 3) or none")
-    add("--precision", default="fp32", help="fp32 (default) or bf16")
+    add("--T", type=float, help=f"KD temperature (default {KD_DEFAULTS['T']:g})")
+    add("--alpha", type=float, help=f"KD weight of the soft term (default {KD_DEFAULTS['alpha']:g})")
+    add("--lr", type=float, default=DEFAULTS["lr"], help=f"initial learning rate (default {DEFAULTS['lr']:g})")
+    add("--lr-decay", type=float, default=DEFAULTS["lr_decay"],
+        help=f"lr factor at each milestone (default {DEFAULTS['lr_decay']:g})")
+    add("--milestones", type=_epochs, help="lr drop epochs, e.g. 30,60,90 (default: "
+        f"{'/'.join(map(str, PAPER_MILESTONES))} of {PAPER_EPOCHS}, scaled to --epochs)")
+    add("--batch-size", type=int, default=DEFAULTS["batch_size"],
+        help=f"global batch size (split over torchrun processes; default {DEFAULTS['batch_size']})")
+    add("--eval-batch-size", type=int, default=DEFAULTS["eval_batch_size"],
+        help=f"evaluation batch size (default {DEFAULTS['eval_batch_size']})")
+    add("--weight-decay", type=float, default=DEFAULTS["weight_decay"],
+        help=f"weight decay (default {DEFAULTS['weight_decay']:g})")
+    add("--augment", default=DEFAULTS["augment"],
+        help=f"crop+flip (authors), flip (Table 3) or none (default {DEFAULTS['augment']})")
+    add("--precision", default=DEFAULTS["precision"], help=f"fp32 or bf16 (default {DEFAULTS['precision']})")
     add("--train-subset", type=int, help="train on the first N training images only")
     add("--test-subset", type=int, help="evaluate on the first N test images only")
-    add("--data-root", help="directory holding cifar-10-batches-py (default $ATLIB_DATA, else ./data)")
+    add("--data-root", help=f"directory holding cifar-10-batches-py (default ${ENV_VAR}, else ./{DEFAULT_DATA})")
     add("--sample", action="store_true", help="use the embedded CIFAR-10 sample instead of the full set")
-    add("--dataset", default="cifar10",
-        help="cifar10 (default), sample, or image folders: folder (train/ and val/), cub, imagenet")
-    add("--image-size", type=int, default=224, help="image folders: crop size (default 224)")
+    add("--dataset", default=DEFAULTS["dataset"], help="cifar10, sample, or image folders: folder (train/ and val/), "
+        f"cub, imagenet (default {DEFAULTS['dataset']})")
+    add("--image-size", type=int, default=DEFAULTS["image_size"],
+        help=f"image folders: crop size (default {DEFAULTS['image_size']})")
     add("--pretrained", help="resnet: 'imagenet' (torchvision's weights) or a weights file")
     add("--weights-dir", help="where to look for torchvision's ImageNet weight files first")
     add("--freeze-bn", action="store_true", help="freeze every BN layer (statistics and affine)")
-    add("--freeze-groups", type=int, default=0, help="freeze the stem and the first N residual groups")
-    add("--workers", type=int, default=0, help="image folders: DataLoader worker processes")
-    add("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    add("--freeze-groups", type=int, default=DEFAULTS["freeze_groups"],
+        help=f"freeze the stem and the first N residual groups (default {DEFAULTS['freeze_groups']})")
+    add("--workers", type=int, default=DEFAULTS["workers"],
+        help=f"image folders: DataLoader worker processes (default {DEFAULTS['workers']})")
+    add("--device", default=DEFAULTS["device"], help=f"auto, cpu, cuda, cuda:N or mps (default {DEFAULTS['device']})")
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -159,7 +174,7 @@ def train_command(config: RunConfig, results: str | Path) -> str | None:
         else:
             words += [FIELD_FLAGS[name], str(value)]
     for option, flag in OPTION_FLAGS.items():
-        term = next((t for t in _OPTION_TERMS[option] if t in config.terms), None)
+        term = next((t for t in OPTION_TERMS[option] if t in config.terms), None)
         if term is None:
             continue
         value, base = config.terms[term].get(option), default.terms.get(term, {}).get(option)

@@ -9,8 +9,8 @@ several runs at once. Nothing is shared between runs but the process: each has i
 optimizer, teacher and captured graph, computes exactly what ``engine.train`` computes (the same code in the same
 order) and writes the same files under the same run id. An interrupted set resumes together or run by run.
 
-Unlike a cohort (``atlib.training.cohorts``: one grouped network, WRN students with CE/KD/AT terms only) any runs can
-be combined: any architecture, any method (F-ActT, gradient AT, the Table 3 regularisers). On a CPU the runs are
+Unlike a cohort (``atlib.training.cohorts``: one grouped network, WRN students with CE/KD/AT terms or BN-free NIN
+students with any term but F-ActT) any runs can be combined: any architecture, any method. On a CPU the runs are
 merely interleaved (no speed-up): the tests use that to show the records equal those of runs trained one by one.
 
 Global RNG state: the CPU generator is swapped per run around every step (each run sees its own sequence, as if it
@@ -27,9 +27,10 @@ from typing import Callable
 
 import torch
 
+from ..paths import DEFAULT_RESULTS
 from .config import RunConfig
 from .distributed import setup, teardown
-from .engine import DEFAULT_RESULTS, EPOCH, TrainingError, _progress_bar, resolve_device, train_steps
+from .engine import EPOCH, TrainingError, progress_bar, resolve_device, train_steps
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ def _drive(configs, results, progress, restart, log, device, ctx, graph, channel
     records: list[dict | None] = [None] * k
     failures: list[str] = []
     epochs_seen = [0] * k
-    bar = _progress_bar(progress, sum(c.epochs for c in configs), f"{k} concurrent runs", unit="epoch")
+    bar = progress_bar(progress, sum(c.epochs for c in configs), f"{k} concurrent runs", unit="epoch")
     active = list(range(k))
     try:
         while active:

@@ -29,9 +29,10 @@ from torch import nn
 from ..data import (FOLDER_KINDS, ImageSet, eval_batches, folder_batches, load_dataset, load_folders, to_device,
                     train_batches)
 from ..losses import full_precision
-from ..models import build_model, count_parameters, external
+from ..models import build_model, count_parameters, external, model_from_state
 from ..models.pretrained import WeightsError, freeze, load_pretrained, read_state_dict, set_train_mode
 from ..objective import Objective, build_objective
+from ..paths import DEFAULT_RESULTS
 from . import claims, deadline
 from .config import RunConfig
 from .distributed import Dist, all_reduce_sum, average_gradients, barrier, setup, teardown
@@ -40,8 +41,6 @@ from .steps import StepRunner, zero_momentum
 from .store import RunStore, StoreError
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_RESULTS = "results"
 
 
 class TrainingError(RuntimeError):
@@ -110,15 +109,6 @@ def load_teacher(config: RunConfig, store: RunStore) -> tuple[nn.Module, str, st
     for p in model.parameters():
         p.requires_grad_(False)
     return model, arch, canonical
-
-
-def model_from_state(arch: str, state: dict) -> nn.Module:
-    """An eval-mode ``arch`` holding ``state``; the class count is read from the state's final linear layer."""
-    head = [v for k, v in state.items() if k.endswith("fc.weight")] or \
-        [v for k, v in state.items() if k.endswith(".weight") and v.dim() == 2]  # the last linear layer
-    model = build_model(arch, num_classes=head[-1].shape[0] if head else 10, init="standard")
-    model.load_state_dict(state)
-    return model.eval()
 
 
 def prepare(config: RunConfig, store: RunStore) -> tuple[RunConfig, str, nn.Module | None]:
@@ -196,7 +186,8 @@ def make_source(config: RunConfig, device: torch.device, ctx: Dist):
     return (FolderSource if config.dataset in FOLDER_KINDS else CifarSource)(config, device, ctx)
 
 
-def _autocast(device: torch.device, precision: str):
+def autocast(device: torch.device, precision: str):
+    """The forward's precision context: bf16 autocast for ``precision`` "bf16", else nothing."""
     if precision == "bf16":  # no weight-cast cache: a CUDA graph must not capture cached casts
         return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)
     return contextlib.nullcontext()
@@ -206,7 +197,7 @@ def evaluate(model: nn.Module, source, config: RunConfig, device: torch.device, 
     """Test loss, top-1 error (%) and, with more than 5 classes, top-5 error (%) of ``model`` in eval mode."""
     model.eval()
     sums = torch.zeros(4, device=device, dtype=torch.float64)  # loss, wrong top-1, wrong top-5, count
-    with torch.no_grad(), _autocast(device, config.precision):
+    with torch.no_grad(), autocast(device, config.precision):
         for x, y in source.eval_batches():
             logits, _ = model(x)
             logits = full_precision(logits)
@@ -236,7 +227,7 @@ def make_step(student: nn.Module, teacher: nn.Module | None, objective: Objectiv
     extra = [p for p in objective.parameters() if p.requires_grad]  # F-ActT adapters: not inside DDP
 
     def body(x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        with _autocast(device, config.precision):
+        with autocast(device, config.precision):
             out = objective(student, teacher, x, y)
         optimizer.zero_grad(set_to_none=True)
         out.total.backward()
@@ -291,21 +282,24 @@ def run_to_end(steps):
             return done.value
 
 
-def _rng_state(generator: torch.Generator, device: torch.device) -> dict:
+def rng_state(generator: torch.Generator, device: torch.device) -> dict:
+    """Every RNG state a run's checkpoint keeps: its data generator's, torch's CPU one and, on CUDA, the device's."""
     state = {"data": generator.get_state(), "torch": torch.get_rng_state()}
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def _set_rng_state(state: dict, generator: torch.Generator, device: torch.device) -> None:
+def set_rng_state(state: dict, generator: torch.Generator, device: torch.device) -> None:
+    """Restore what ``rng_state`` kept."""
     generator.set_state(state["data"])
     torch.set_rng_state(state["torch"])
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def _progress_bar(enabled: bool, total: int, desc: str, unit: str = "img"):
+def progress_bar(enabled: bool, total: int, desc: str, unit: str = "img"):
+    """A tqdm bar (None when not ``enabled``)."""
     if not enabled:
         return None
     from tqdm.auto import tqdm
@@ -428,7 +422,7 @@ def train_steps(config: RunConfig, results: Path, progress: bool, restart: bool,
         student.load_state_dict(checkpoint["student"])
         objective.load_state_dict(checkpoint["objective"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        _set_rng_state(checkpoint["rng"], generator, device)
+        set_rng_state(checkpoint["rng"], generator, device)
         start_epoch = int(checkpoint["epoch"])
         log(f"{run_id}: resuming after epoch {start_epoch}/{config.epochs}")
     else:
@@ -467,7 +461,7 @@ def train_steps(config: RunConfig, results: Path, progress: bool, restart: bool,
         environment["cuda_graph"] = runner.graph
         set_train_mode(student, config.freeze_groups, config.freeze_bn)
         objective.train()
-        bar = _progress_bar(progress, source.num_train, f"{run_id[:40]} {epoch + 1}/{config.epochs}")
+        bar = progress_bar(progress, source.num_train, f"{run_id[:40]} {epoch + 1}/{config.epochs}")
         t0 = time.perf_counter()
         try:
             stats = yield from train_epoch_steps(model, teacher, objective, optimizer,
@@ -493,7 +487,7 @@ def train_steps(config: RunConfig, results: Path, progress: bool, restart: bool,
             store.append_metrics(run_id, row)
             store.save_checkpoint(run_id, {"epoch": epoch + 1, "student": student.state_dict(),
                                            "objective": objective.state_dict(), "optimizer": optimizer.state_dict(),
-                                           "rng": _rng_state(generator, device)})
+                                           "rng": rng_state(generator, device)})
         barrier(ctx)
         # one line per epoch, bar or not (a background campaign's log has no bar)
         log(f"{run_id} epoch {epoch + 1}/{config.epochs}: train loss {row['train_loss']:.4f}, train error "

@@ -32,9 +32,9 @@ from torch import nn
 import torch.nn.functional as F
 
 from ..losses import full_precision
-from ..models.nin import _KERNELS, NIN
+from ..models.nin import KERNELS, NIN
 from ..objective import BatchContext, Objective, ObjectiveOutput
-from .grouped_wrn import CohortLinear, _check_k, load_members, member_grads, member_states, split_groups
+from .grouped_wrn import CohortLinear, check_k, load_members, member_grads, member_states, split_groups
 
 
 # the terms a grouped NIN computes: every term but F-ActT (its adapters would need a grouped form of their own)
@@ -46,14 +46,14 @@ class GroupedNIN(nn.Module):
 
     def __init__(self, widths: Sequence[int], k: int, num_classes: int = 10, relu_before_pool: bool = True):
         super().__init__()
-        _check_k(k)
+        check_k(k)
         widths = tuple(widths)
         if len(widths) != 9 or any(not isinstance(w, int) or w <= 0 for w in widths):
             raise ValueError(f"NIN widths must be 9 positive integers, got {widths!r}")
         self.k, self.widths, self.num_classes, self.relu_before_pool = k, widths, num_classes, relu_before_pool
         self.group_channels = [widths[2], widths[5], widths[8]]  # per run, like NIN.group_channels
         layers, cin = [], 3
-        for i, (cout, kernel) in enumerate(zip(widths, _KERNELS)):
+        for i, (cout, kernel) in enumerate(zip(widths, KERNELS)):
             layer = [nn.Conv2d(k * cin, k * cout, kernel, padding=kernel // 2, bias=True, groups=k)]
             if relu_before_pool or i % 3 != 2:
                 layer.append(nn.ReLU(inplace=False))

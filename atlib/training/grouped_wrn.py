@@ -40,13 +40,15 @@ import torch.nn.functional as F
 
 from .. import losses
 from ..attention import attention_map, resize_map
+from ..methods import AT_DEFAULTS, AT_FORM, KD_DEFAULTS
 from ..models.wrn import PreActBlock, WideResNet
 from ..objective import validate_spec
 
 COHORT_TERMS = ("ce", "kd", "at")
 
 
-def _check_k(k: int) -> None:
+def check_k(k: int) -> None:
+    """ValueError unless the cohort size ``k`` is a positive integer."""
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"cohort size k must be a positive integer, got k={k!r}")
 
@@ -128,7 +130,7 @@ class CohortWRN(nn.Module):
             raise ValueError(f"WRN width must be a positive integer, got {width!r}")
         if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes <= 0:
             raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-        _check_k(k)
+        check_k(k)
         self.depth, self.width, self.k, self.num_classes = depth, width, k, num_classes
         blocks_per_group = (depth - 4) // 6
         widths = [16 * width, 32 * width, 64 * width]
@@ -184,7 +186,7 @@ def stack_inputs(xs: Sequence[torch.Tensor]) -> torch.Tensor:
 
 def split_groups(t: torch.Tensor, k: int) -> list[torch.Tensor]:
     """Cohort tensor ``(B, K*C, H, W)`` -> K tensors ``(B, C, H, W)`` (views)."""
-    _check_k(k)
+    check_k(k)
     if t.dim() < 2 or t.shape[1] % k != 0:
         raise ValueError(f"cannot split a tensor of shape {tuple(t.shape)} into {k} students along channels")
     return list(t.chunk(k, dim=1))
@@ -192,24 +194,24 @@ def split_groups(t: torch.Tensor, k: int) -> list[torch.Tensor]:
 
 # ------------------------------------------------------------------------------------------------ pack / unpack
 
-def _is_indexed(key: str) -> bool:
+def is_indexed(key: str) -> bool:
     """Tensors stored with a leading student axis (indexed by k) rather than K concatenated blocks (chunked)."""
     return key.startswith("fc.") or key.endswith("num_batches_tracked")
 
 
 # Where each run lies in a grouped tensor, for any grouped network: ``indexed(key)`` says whether the tensor named
 # ``key`` has a leading run axis; otherwise it is K blocks along dim 0. (grouped_nin uses these with its own predicate.)
-def member_part(key: str, tensor: torch.Tensor, k: int, index: int, indexed=_is_indexed) -> torch.Tensor:
+def member_part(key: str, tensor: torch.Tensor, k: int, index: int, indexed=is_indexed) -> torch.Tensor:
     """Run ``index``'s part of the grouped tensor ``key`` (a parameter, buffer, gradient or momentum buffer)."""
     return tensor[index] if indexed(key) else tensor.chunk(k, dim=0)[index]
 
 
-def join_parts(key: str, parts: Sequence[torch.Tensor], indexed=_is_indexed) -> torch.Tensor:
+def join_parts(key: str, parts: Sequence[torch.Tensor], indexed=is_indexed) -> torch.Tensor:
     """The grouped tensor ``key`` from the K runs' ``parts`` (inverse of ``member_part``)."""
     return torch.stack(list(parts)) if indexed(key) else torch.cat(list(parts), dim=0)
 
 
-def load_members(grouped: nn.Module, states: Sequence[Mapping[str, torch.Tensor]], indexed=_is_indexed) -> None:
+def load_members(grouped: nn.Module, states: Sequence[Mapping[str, torch.Tensor]], indexed=is_indexed) -> None:
     """Copy the K runs' state dicts into ``grouped`` (whose key names mirror theirs)."""
     target = grouped.state_dict()
     if set(target) != set(states[0]):
@@ -222,13 +224,13 @@ def load_members(grouped: nn.Module, states: Sequence[Mapping[str, torch.Tensor]
             dest.copy_(src)
 
 
-def member_states(grouped: nn.Module, k: int, indexed=_is_indexed) -> list[dict[str, torch.Tensor]]:
+def member_states(grouped: nn.Module, k: int, indexed=is_indexed) -> list[dict[str, torch.Tensor]]:
     """The K runs' state dicts (independent copies)."""
     state = grouped.state_dict()
     return [{key: member_part(key, t, k, i, indexed).detach().clone() for key, t in state.items()} for i in range(k)]
 
 
-def member_grads(grouped: nn.Module, k: int, indexed=_is_indexed) -> list[dict[str, torch.Tensor | None]]:
+def member_grads(grouped: nn.Module, k: int, indexed=is_indexed) -> list[dict[str, torch.Tensor | None]]:
     """The K runs' parameter gradients by parameter name (None where no gradient)."""
     out: list[dict[str, torch.Tensor | None]] = [{} for _ in range(k)]
     for name, p in grouped.named_parameters():
@@ -312,6 +314,17 @@ def _options(spec_options: Mapping[str, Any] | None) -> tuple[float, int, dict[s
     return weight, start, options
 
 
+def _kd_options(options: Mapping[str, Any]) -> tuple[float, float]:
+    """A KD term's ``(T, alpha)``, the methods' defaults where the spec leaves them out."""
+    return options.get("T", KD_DEFAULTS["T"]), options.get("alpha", KD_DEFAULTS["alpha"])
+
+
+def _at_options(options: Mapping[str, Any]) -> tuple[float, float, str, str]:
+    """An AT term's ``(beta, p, kind, form)``, the methods' defaults where the spec leaves them out."""
+    return (options.get("beta", AT_DEFAULTS["beta"]), options.get("p", AT_DEFAULTS["p"]),
+            options.get("kind", AT_DEFAULTS["kind"]), options.get("form", AT_FORM))
+
+
 def cohort_losses(logits: torch.Tensor, groups: Sequence[torch.Tensor], labels, teacher_outputs, specs,
                   epoch: int = 0) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
     """K students' objectives on a cohort's outputs.
@@ -360,13 +373,12 @@ def cohort_losses(logits: torch.Tensor, groups: Sequence[torch.Tensor], labels, 
             if name == "ce":
                 value = losses.cross_entropy(s_logits, y)
             elif name == "kd":
-                value = losses.kd_loss(s_logits, teacher[0], y, options.get("T", 4.0), options.get("alpha", 0.9))
+                value = losses.kd_loss(s_logits, teacher[0], y, *_kd_options(options))
             else:  # "at"
                 sel = options.get("groups")
-                pairs = losses.at_pair_losses(s_groups, teacher[1], options.get("beta", 1000.0), options.get("p", 2),
-                                              options.get("kind", "sum"),
-                                              None if sel is None else [int(g) for g in sel],
-                                              options.get("form", "code"))
+                beta, p, kind, form = _at_options(options)
+                pairs = losses.at_pair_losses(s_groups, teacher[1], beta, p, kind,
+                                              None if sel is None else [int(g) for g in sel], form)
                 value = sum(pairs.values())
             terms[name] = weight * value
         per_student.append(terms)
@@ -395,7 +407,7 @@ def _index(idx: Sequence[int], device: torch.device) -> torch.Tensor:
     return _constant(idx, torch.long, device)
 
 
-def _take(t: torch.Tensor, idx: Sequence[int], dim: int = 1) -> torch.Tensor:
+def take(t: torch.Tensor, idx: Sequence[int], dim: int = 1) -> torch.Tensor:
     """``t`` restricted to entries ``idx`` along ``dim`` (a view when ``idx`` is a contiguous run)."""
     idx = list(idx)
     if idx == list(range(idx[0], idx[0] + len(idx))):
@@ -438,9 +450,9 @@ def _at_vectors(groups, k_total: int, idx, teacher_groups, tcols, beta, p, kind,
     for g in chosen:
         sg = groups[g]
         b = sg.shape[0]
-        ms = _maps(_take(sg.view(b, k_total, sg.shape[1] // k_total, *sg.shape[2:]), idx), p, kind)
+        ms = _maps(take(sg.view(b, k_total, sg.shape[1] // k_total, *sg.shape[2:]), idx), p, kind)
         tg = teacher_groups[g].detach()
-        mt = _maps(tg if tg.shape[1] == 1 and set(tcols) == {0} else _take(tg, tcols), p, kind)
+        mt = _maps(tg if tg.shape[1] == 1 and set(tcols) == {0} else take(tg, tcols), p, kind)
         if ms.shape[-2:] != mt.shape[-2:]:
             size = (min(ms.shape[-2], mt.shape[-2]), min(ms.shape[-1], mt.shape[-1]))
             ms = resize_map(ms.flatten(0, 1), size).view(b, -1, *size)
@@ -504,20 +516,19 @@ def cohort_loss_vectors(logits: torch.Tensor, groups: Sequence[torch.Tensor], la
 
     total = None
     for name, options, idx, weights in buckets.values():
-        lg = _take(logits, idx)
-        y = _take(labels, idx, dim=0)
+        lg = take(logits, idx)
+        y = take(labels, idx, dim=0)
         if name == "ce":
             value = add(terms, name, _ce_vector(lg, y), idx, weights)
         elif name == "kd":
             tcols = [teacher_cols[i] for i in idx]
-            tl = teacher_logits if teacher_logits.shape[1] == 1 and set(tcols) == {0} else _take(teacher_logits, tcols)
-            value = add(terms, name, _kd_vector(lg, tl, y, options.get("T", 4.0), options.get("alpha", 0.9)), idx,
-                        weights)
+            tl = teacher_logits if teacher_logits.shape[1] == 1 and set(tcols) == {0} else take(teacher_logits, tcols)
+            value = add(terms, name, _kd_vector(lg, tl, y, *_kd_options(options)), idx, weights)
         else:  # "at"
             sel = options.get("groups")
-            pairs = _at_vectors(groups, k, idx, teacher_groups, [teacher_cols[i] for i in idx],
-                                options.get("beta", 1000.0), options.get("p", 2), options.get("kind", "sum"),
-                                None if sel is None else [int(g) for g in sel], options.get("form", "code"))
+            beta, p, kind, form = _at_options(options)
+            pairs = _at_vectors(groups, k, idx, teacher_groups, [teacher_cols[i] for i in idx], beta, p, kind,
+                                None if sel is None else [int(g) for g in sel], form)
             value = add(terms, name, sum(pairs.values()), idx, weights)
             for g, v in pairs.items():
                 add(details, f"at/g{g + 1}", v, idx, weights)

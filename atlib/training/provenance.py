@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from ..paths import REPO_ROOT
+
 CODE_PATHS = ("atlib", "profiles", "scripts", "pyproject.toml")  # what makes a run (not results or reports)
 
 
@@ -25,14 +27,13 @@ def code_commit() -> str:
     (with ``+dirty`` when the code, ``CODE_PATHS``, differs from it), else ``"unknown"``."""
     if os.environ.get("ATLIB_COMMIT"):
         return os.environ["ATLIB_COMMIT"]
-    root = Path(__file__).resolve().parents[2]  # the repository (atlib/training/provenance.py)
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
                               timeout=10)
         if head.returncode != 0:
             return "unknown"
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS],
-                               cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
         return head.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"

@@ -43,6 +43,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+
+from ..models import model_from_state
 
 __all__ = [
     "StoreError",
@@ -398,6 +401,10 @@ class RunStore:
         if not path.exists():
             raise StoreError(f"weights file {path} does not exist")
         return self._load_torch(path, "weights file", "")
+
+    def load_model(self, run_id: str) -> nn.Module:
+        """A finished run's final weights in its student architecture, as an eval-mode model on the CPU."""
+        return model_from_state(self.read_config(run_id)["student"], self.load_weights(run_id))
 
     def delete_checkpoint(self, run_id: str) -> None:
         """Remove the resumable state of a finished run (record and weights are what it leaves)."""
