@@ -29,6 +29,9 @@ reproduce: setup
 # anything), built from the committed runs with train=false: nothing trains. They run in a scratch folder that links
 # results/one-seed/runs (only read) and holds a copy of results/cpu-demo/runs, so nothing under results/ changes.
 NOTEBOOK_COPIES := 01-tutorial 10-cpu-demo
+# atlib's runner: papermill with the kernel over IPC (no "running over TCP without encryption" warning)
+export RUN_COPY := import sys; from pathlib import Path; from atlib.paper.pipeline import run_notebook; \
+  run_notebook(Path(sys.argv[1]), Path(sys.argv[2]), {"overrides": {"train": False}}, progress=False)
 notebooks: setup
 	@scratch=$$(mktemp -d) && trap 'rm -rf "$$scratch"' EXIT && mkdir -p docs/notebooks && \
 	mkdir -p "$$scratch/results/one-seed" "$$scratch/results/cpu-demo" && \
@@ -36,8 +39,8 @@ notebooks: setup
 	cp -R results/cpu-demo/runs "$$scratch/results/cpu-demo/" && \
 	for nb in $(NOTEBOOK_COPIES); do \
 	  echo "notebooks/$$nb.ipynb -> docs/notebooks/$$nb.ipynb"; \
-	  $(PY) -m papermill --no-progress-bar --log-level WARNING --cwd "$$scratch" -y '{overrides: {train: false}}' \
-	    notebooks/$$nb.ipynb docs/notebooks/$$nb.ipynb || exit 1; \
+	  (cd "$$scratch" && "$(CURDIR)/$(PY)" -c "$$RUN_COPY" "$(CURDIR)/notebooks/$$nb.ipynb" \
+	    "$(CURDIR)/docs/notebooks/$$nb.ipynb") || exit 1; \
 	done
 
 # stop the background CPU campaign (if one runs) and commit its changed run directories with the epochs reached

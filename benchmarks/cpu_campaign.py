@@ -35,6 +35,7 @@ PATHS = [  # (label, threads: None = all cores, options)
     ("channels-last eager", None, {"channels_last": True}),
     ("channels-last compile", None, {"channels_last": True, "compile": True}),
     ("channels-last eager, 1 thread", 1, {"channels_last": True}),
+    ("channels-last compile, 1 thread", 1, {"channels_last": True, "compile": True}),
     ("channels-last eager bf16", None, {"channels_last": True, "precision": "bf16"}),
 ]
 
@@ -66,9 +67,13 @@ def batches_rate(images: int, repeats: int) -> float:
     return statistics.median(rates[1:])
 
 
-def side_by_side(run: str, images: int, repeats: int) -> float:
+SIDE_BY_SIDE = {"eager": {"channels_last": True}, "compile": {"channels_last": True, "compile": True}}
+
+
+def side_by_side(run: str, path: str, images: int, repeats: int) -> float:
     """Two processes, one thread each, the same case at the same time: their images/s added."""
-    command = [sys.executable, __file__, "--one", run, "--images", str(images), "--repeats", str(repeats)]
+    command = [sys.executable, __file__, "--one", run, "--path", path, "--images", str(images),
+               "--repeats", str(repeats)]
     procs = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(2)]
     return sum(float(p.communicate()[0].strip().splitlines()[-1]) for p in procs)
 
@@ -79,9 +84,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", help="write <out>.json and <out>.txt")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # side by side: one process's rate for this run
+    parser.add_argument("--path", default="eager", choices=sorted(SIDE_BY_SIDE), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(rate({**RUNS[args.one], "channels_last": True}, 1, args.images, args.repeats))
+        print(rate({**RUNS[args.one], **SIDE_BY_SIDE[args.path]}, 1, args.images, args.repeats))
         return
     load_before = os.getloadavg()
     results = {"cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
@@ -96,10 +102,12 @@ def main() -> None:
             results["rates"][f"{run} | {label}"] = value
             lines.append(f"{run:<18} {label:<34} {value:8.0f} img/s")
             print(lines[-1], flush=True)
-        value = side_by_side(run, args.images, args.repeats)
-        results["rates"][f"{run} | 2 runs side by side, 1 thread each (sum)"] = value
-        lines.append(f"{run:<18} {'2 runs side by side, 1 thread each':<34} {value:8.0f} img/s (sum)")
-        print(lines[-1], flush=True)
+        for path in SIDE_BY_SIDE:
+            label = f"2 runs side by side, 1 thread, {path}"
+            value = side_by_side(run, path, args.images, args.repeats)
+            results["rates"][f"{run} | {label} (sum)"] = value
+            lines.append(f"{run:<18} {label:<34} {value:8.0f} img/s (sum)")
+            print(lines[-1], flush=True)
     value = batches_rate(args.images, args.repeats)
     results["rates"]["batches alone (crop + flip, channels-last)"] = value
     lines.append(f"{'batches alone':<18} {'crop + flip, channels-last':<34} {value:8.0f} img/s")

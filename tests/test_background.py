@@ -195,13 +195,26 @@ def test_a_corrupt_checkpoint_is_refused_and_nothing_finished_is_lost(tmp_path):
 
 
 # -- committing the campaign's progress -------------------------------------------------------------------------------
-def test_commit_stages_what_the_campaign_changed(tmp_path):
+README = """# results
+| cell | ours | paper (median of 5 seeds) |
+|---|---|---:|
+| WRN-16-1 student | training on CPU: epoch K/200 | 8.77 |
+| WRN-16-1 with AT from the WRN-16-2 | not trained yet | 7.93 |
+"""
+
+
+def test_commit_stages_what_the_campaign_changed(tmp_path, monkeypatch):
+    from atlib.paper import report
     profile = write_profile(tmp_path, epochs=2, train_subset=64)
     settings = settings_of(profile)
+    monkeypatch.setattr(report, "README_PROFILE", settings.profile)  # README.md shows this profile's headline pair
     repo = tmp_path
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
     for key, value in (("user.email", "t@example.com"), ("user.name", "t")):
         subprocess.run(["git", "-C", str(repo), "config", key, value], check=True)
+    (repo / "README.md").write_text(README)
+    subprocess.run(["git", "-C", str(repo), "add", "README.md"], check=True)
+    subprocess.run(["git", "-C", str(repo), "commit", "-q", "-m", "readme"], check=True)
     train_teacher_into(settings, settings.store_root)
     at_id, student_id = headline_ids(settings)
     at = campaign.headline_jobs(settings)[0].config
@@ -218,11 +231,19 @@ def test_commit_stages_what_the_campaign_changed(tmp_path):
     run_files = lambda run_id: sorted(Path(t).name for t in tracked if f"/{run_id}/" in t)  # noqa: E731
     assert run_files(at_id) == ["checkpoint.pt", "config.json", "metrics.jsonl"]
     assert run_files(teacher_id) == ["config.json", "metrics.jsonl.gz", "record.json", "weights.pt"]  # a teacher
+    at_error = store.read_metrics(at_id)[0]["test_error"]
+    committed = subprocess.run(["git", "-C", str(repo), "show", "HEAD:README.md"], capture_output=True,
+                               text=True).stdout  # the headline rows now say how far the pair got
+    assert committed == README.replace("| training on CPU: epoch K/200 |", "| not trained yet |").replace(
+        "| not trained yet | 7.93", f"| training: epoch 1/2 (test error now {at_error:.2f}%) | 7.93")
     assert background.commit(settings, repo) is None  # nothing changed since
 
     engine.train(at, results=settings.store_root, progress=False, log=None)  # the AT run finishes
+    (repo / "README.md").write_text(committed + "an edit of someone's, not committed yet\n")
     message = background.commit(settings, repo)
     assert f"{at_id}: finished, test error" in message
+    assert subprocess.run(["git", "-C", str(repo), "show", "HEAD:README.md"], capture_output=True,
+                          text=True).stdout == committed  # a README with other changes is not taken along
     tracked = subprocess.run(["git", "-C", str(repo), "ls-files"], capture_output=True, text=True).stdout.split()
     # its checkpoint and plain metrics leave the repository; its weights stay (Figure 6 shows the AT student)
     assert run_files(at_id) == ["config.json", "metrics.jsonl.gz", "record.json", "weights.pt"]

@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..training.store import RunStore
+from ..training.store import RunStore, atomic_write_bytes
 from .settings import Settings
 
 STATE_FILE = "campaign.json"
@@ -297,12 +297,29 @@ def commit(settings: Settings, repo: str | os.PathLike | None = None) -> str | N
             _git(repo, "rm", "-q", "--cached", "--", *gone)
     if not paths:
         return None
+    paths += _readme_paths(settings, repo, top)
     _git(repo, "add", "-f", "--", *paths)
     if not _git(repo, "diff", "--cached", "--name-only").strip():
         return None
     message = "Campaign progress: " + "; ".join(summary)
     _git(repo, "commit", "-q", "-m", message)
     return message
+
+
+def _readme_paths(settings: Settings, repo, top: str) -> list[str]:
+    """README.md's headline rows brought up to date (``report.readme_with_headline``) for the profile it shows, when
+    README.md has no other uncommitted change (which a progress commit must not take along): its path, or []."""
+    from . import report
+    readme = Path(top) / "README.md"
+    if settings.profile != report.README_PROFILE or not readme.is_file() or \
+            _git(repo, "status", "--porcelain", "--", str(readme)).strip():
+        return []
+    text = readme.read_text()
+    updated = report.readme_with_headline(text, settings)
+    if updated == text:
+        return []
+    atomic_write_bytes(readme, updated.encode())
+    return [str(readme)]
 
 
 def _top(repo) -> str:

@@ -576,6 +576,34 @@ def headline_markdown(settings: Settings) -> str:
     return "\n".join(lines) + "\n"
 
 
+README_PROFILE = "one-seed"  # the profile whose headline pair README.md's results table shows
+README_ROWS = {"student": "| WRN-16-1 student |", "AT": "| WRN-16-1 with AT from the WRN-16-2 |"}
+
+
+def readme_value(run: dict) -> str:
+    """A headline run (``headline``) as README's "ours" column: the final error, or the epoch reached and the error
+    now."""
+    if run["status"] == "finished":
+        return f"{run['error']:.2f}"
+    if run["status"] == "in progress":
+        now = "" if math.isnan(run["error"]) else f" (test error now {run['error']:.2f}%)"
+        return f"training: epoch {run['epochs']}/{run['of']}{now}"
+    return "not trained yet"
+
+
+def readme_with_headline(text: str, settings: Settings) -> str:
+    """README.md's ``text`` with the "ours" column of its two headline rows (``README_ROWS``) set from the store."""
+    runs = {r["column"]: r for r in headline(settings)}
+    lines = text.splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        for column, prefix in README_ROWS.items():
+            if line.startswith(prefix):
+                cells = line.rstrip("\n").split("|")  # ["", " cell ", " ours ", " paper ", ""]
+                cells[2] = f" {readme_value(runs[column])} "
+                lines[i] = "|".join(cells) + ("\n" if line.endswith("\n") else "")
+    return "".join(lines)
+
+
 # -- the paper's claims ----------------------------------------------------------------------------------------------
 def _medians(cells: Sequence[Cell], settings: Settings) -> dict[tuple[str, str], tuple[float, int, float, float]]:
     """(row, column) -> (median, n, min, max) over finished seeds (median NaN where none)."""
