@@ -226,7 +226,7 @@ def test_tiny_demo_final_test_on_cifar10(tmp_path, cifar_root):
     from atlib.paper.report import load_trained
     _, test = load_sample()
     sample50 = ImageSet(test.images[:50], test.labels[:50], test.classes)
-    with demo._threads(1):
+    with demo.torch_threads(1):
         assert demo.evaluate_images(load_trained(records[0]["run_id"], settings), sample50)["test_error"] == \
             records[0]["test_error"]
     errors = demo.per_seed(settings)
