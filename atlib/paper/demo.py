@@ -36,7 +36,7 @@ from .demo_runs import (CIFAR_TEST_IMAGES, COLUMNS, FINAL_TEST_FILE, MAP_SEED_IN
                         STUDENT, TEACHER, TRAINING_FILE, batch_words, cells, check, configs, finished, jobs, seeds_of,
                         teacher_model, teacher_record, training_images_words)
 from .demo_tables import LEVEL, paired, per_seed, table_markdown, verdict, write_table
-from .demo_training import CHANNELS_LAST, cpu_name, duration_words, train, training_note
+from .demo_training import cpu_name, duration_words, train, training_note
 from .provenance_tables import provenance_markdown, provenance_rows
 from .settings import Settings
 from .suite import teacher_config

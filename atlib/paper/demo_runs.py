@@ -4,17 +4,16 @@ configurations, the borrowed teacher, and the words that say on what data they t
 from __future__ import annotations
 
 from ..training.store import RunStore
-from .grids import Cell, make_cell
+from .grids import DEMO_COLUMNS, DEMO_ROW, Cell, cpu_demo
+from .grids import seeds_of as grid_seeds
 from .settings import Settings
 from .suite import run_id_for, teacher_config
 
 TEACHER = "wrn-16-2"
 STUDENT = "wrn-16-1"
-ROW = "WRN-16-1 / WRN-16-2"
-COLUMNS = [("student", "student"), ("AT", "at"), ("KD", "kd"), ("AT+KD", "at+kd")]  # (column, method)
-# KD and AT+KD are trained with the profile's first 3 seeds only (the issue allows fewer seeds for them; the profile
-# says why): every other column with all of them. Student and AT must have every seed (the paired AT comparison).
-SEEDS_OF = {"KD": 3, "AT+KD": 3}
+ROW = DEMO_ROW
+COLUMNS = [(column, method) for column, method, _ in DEMO_COLUMNS]  # (column, method); the grid is grids.cpu_demo
+SEEDS_OF = {column: n for column, _, n in DEMO_COLUMNS if n is not None}  # fewer seeds: KD and AT+KD
 MAP_SEED_INDEX = 0  # the maps show the runs of the profile's first seed
 SAMPLE_TEST_IMAGES = 1000   # the embedded sample's test images (100 per class)
 CIFAR_TEST_IMAGES = 10000   # CIFAR-10's test set
@@ -23,16 +22,16 @@ TRAINING_FILE = "training.json"      # in results/<profile>/: the machine and it
 
 
 def cells() -> list[Cell]:
-    """Student, AT, KD and AT+KD (the methods' default options: beta 1000, p 2, all groups; T 4, alpha 0.9)."""
-    return [make_cell("cpu-demo", ROW, column, None, STUDENT, method, teacher=None if method == "student" else TEACHER)
-            for column, method in COLUMNS]
+    """Student, AT, KD and AT+KD: the ``cpu-demo`` grid (``grids.cpu_demo``)."""
+    return cpu_demo()
 
 
 def seeds_of(settings: Settings, column: str) -> list[int]:
     """The seeds ``column`` is trained with: the profile's seeds, or their first ``SEEDS_OF[column]``."""
-    if column not in dict(COLUMNS):
+    chosen = [c for c in cells() if c.column == column]
+    if not chosen:
         raise ValueError(f"unknown demo column {column!r}; expected one of {[c for c, _ in COLUMNS]}")
-    return settings.seeds[:SEEDS_OF[column]] if column in SEEDS_OF else list(settings.seeds)
+    return grid_seeds(chosen[0], settings.seeds)
 
 
 def jobs(settings: Settings) -> list[tuple[int, Cell]]:

@@ -19,13 +19,8 @@ from .suite import run_id_for
 
 logger = logging.getLogger(__name__)
 
-# Channels-last (NHWC) activations: the same arithmetic in another memory layout (tests/test_cohorts.py),
-# measured 1.34x faster for a WRN-16-1 training step and 1.17x for one with the WRN-16-2 teacher on 2 CPU cores (fp32,
-# batch 128). engine.train keeps NCHW on CPUs by default; the demo asks for NHWC.
-CHANNELS_LAST = True
-
-
-def _train_job(config, store_root: str, concurrent: int, final: tuple[str, int] | None, progress: bool = False):
+def _train_job(config, store_root: str, concurrent: int, final: tuple[str, int] | None, channels_last: bool | None,
+               progress: bool = False):
     """Train one run on one thread (in a worker process, or in this one), then evaluate its final weights on the
     CIFAR-10 test set (``final``: data root and image count; None: no data root). Returns (record, final result)."""
     from ..training.engine import resolve_device, run_to_end, train_steps
@@ -34,9 +29,9 @@ def _train_job(config, store_root: str, concurrent: int, final: tuple[str, int] 
     with torch_threads(RUN_THREADS) if device.type == "cpu" else contextlib.nullcontext():
         if device.type == "cpu":
             record = run_to_end(train_steps(config, Path(store_root), progress, False, None, device,
-                                            channels_last=CHANNELS_LAST, concurrent=concurrent))
+                                            channels_last=channels_last, concurrent=concurrent))
         else:
-            record = train_run(config, results=store_root, progress=progress, log=None, channels_last=CHANNELS_LAST)
+            record = train_run(config, results=store_root, progress=progress, log=None, channels_last=channels_last)
     store = RunStore(store_root)
     if (store.run_dir(record["run_id"]) / "metrics.jsonl").is_file():
         store.compress_metrics(record["run_id"])  # committed runs keep their metrics compressed
@@ -89,18 +84,20 @@ def train(settings: Settings, log=logger.info) -> list[dict | None]:
 
     if k == 1:
         for index, config in enumerate(run_configs):
-            done(index, *_train_job(config, str(settings.store_root), 1, final, settings.progress))
+            done(index, *_train_job(config, str(settings.store_root), 1, final, settings.channels_last,
+                                    settings.progress))
     else:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
         for index in [i for i in range(len(run_configs)) if i not in missing]:  # finished: loaded here, in order
-            done(index, *_train_job(run_configs[index], str(settings.store_root), k, final))
+            done(index, *_train_job(run_configs[index], str(settings.store_root), k, final, settings.channels_last))
         with ProcessPoolExecutor(k, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_worker_init) as pool:
             # seed by seed, each seed's student last: the demo ends on a short run, not with one process idle
             # while the other trains a long one
             order = sorted(missing, key=lambda i: (todo[i][0], todo[i][1].column == "student"))
-            futures = {pool.submit(_train_job, run_configs[i], str(settings.store_root), k, final): i for i in order}
+            futures = {pool.submit(_train_job, run_configs[i], str(settings.store_root), k, final,
+                                   settings.channels_last): i for i in order}
             try:
                 for future in as_completed(futures):
                     done(futures[future], *future.result())
