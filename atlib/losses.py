@@ -129,10 +129,14 @@ def check_kd_options(T: float, alpha: float) -> None:
 def kd_soft(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float) -> torch.Tensor:
     """KL(softmax(t/T) || softmax(s/T)), summed over the classes (last axis), mean over the batch (first axis); axes
     between are members trained side by side (cohorts), each keeping its own value. The teacher's logits may
-    broadcast over members. Equals ``F.kl_div(..., reduction="batchmean", log_target=True)`` bit for bit."""
+    broadcast over members. For (B, N) logits this equals ``F.kl_div(..., reduction="batchmean", log_target=True)``
+    bit for bit; with members, per-sample sums then the batch mean (as cohorts always computed it)."""
     ls = F.log_softmax(full_precision(student_logits) / T, dim=-1)
     lt = F.log_softmax(full_precision(teacher_logits.detach()) / T, dim=-1)
-    return (lt.exp() * (lt - ls)).sum(dim=(0, -1)) / student_logits.shape[0]
+    per_class = lt.exp() * (lt - ls)
+    if per_class.dim() == 2:
+        return per_class.sum() / student_logits.shape[0]
+    return per_class.sum(-1).mean(0)
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,

@@ -109,11 +109,12 @@ def epoch_row(epoch: int, lr: float, stats: dict, test: dict, seconds: float, im
     }
 
 
-def check_finite(run_id: str, epoch: int, stats: dict, test: dict, store: RunStore) -> None:
-    """TrainingError if a run's epoch gave a non-finite training statistic or test loss (its records are kept)."""
+def check_finite(run_id: str, epoch: int, stats: dict, test: dict | None, store: RunStore) -> None:
+    """TrainingError if a run's epoch gave a non-finite training statistic or (``test`` given) test loss; its records
+    of the epochs before are kept."""
     bad = {k: v for k, v in stats.items() if not math.isfinite(v)}
     what = f"non-finite training loss {bad}" if bad else \
-        None if math.isfinite(test["test_loss"]) else f"test loss is {test['test_loss']}"
+        None if test is None or math.isfinite(test["test_loss"]) else f"test loss is {test['test_loss']}"
     if what is not None:
         raise TrainingError(f"{run_id} diverged at epoch {epoch + 1}: {what}; the records of epochs 1..{epoch} are "
                             f"kept in {store.run_dir(run_id)}")
@@ -186,6 +187,8 @@ def epochs(members: Members, store: RunStore, start_epoch: int, log: Callable[[s
         members.train_mode()
         stats, t0 = yield from _train_one_epoch(members, epoch, progress)
         train_seconds = time.perf_counter() - t0
+        for run_id, s in zip(members.ids, stats):
+            check_finite(run_id, epoch, s, None, store)  # before the test: a diverged run is not tested
         tests = members.evaluate()
         for run_id, s, t in zip(members.ids, stats, tests):
             check_finite(run_id, epoch, s, t, store)
