@@ -37,8 +37,9 @@ def attention_map(x: torch.Tensor, p: float = 2, kind: str = "sum") -> torch.Ten
 
 
 def normalize_map(amap: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """(B, H, W) map -> (B, H*W) vectors of unit l2 norm per sample (the paper's Q / ||Q||_2)."""
-    return F.normalize(amap.flatten(1), p=2, dim=1, eps=eps)
+    """(B, H, W) map -> (B, H*W) vectors of unit l2 norm per sample (the paper's Q / ||Q||_2); (B, K, H, W) maps
+    of K members trained side by side -> (B, K, H*W)."""
+    return F.normalize(amap.flatten(-2), p=2, dim=-1, eps=eps)
 
 
 def attention_vector(x: torch.Tensor, p: float = 2, kind: str = "sum") -> torch.Tensor:

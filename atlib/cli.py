@@ -67,8 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--results", default=DEFAULT_RESULTS, help=f"results directory (default ./{DEFAULT_RESULTS})")
     t.add_argument("--restart", action="store_true", help="discard this run's checkpoint and records, train anew")
     t.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
-    t.add_argument("--compile", action="store_true", help="compile the student's and teacher's forward with "
-                   "torch.compile (not for input-gradient terms; measured in benchmarks/throughput.py)")
+    t.add_argument("--compile", action="store_true", help="experimental on a GPU (never measured there): compile "
+                   "the student's and teacher's forward with torch.compile (not for input-gradient terms; 1.1-1.4x on "
+                   "a 2-core CPU, benchmarks/cpu_campaign.py)")
     t.add_argument("--no-graph", dest="graph", action="store_false", default=None,
                    help="on a GPU, run the step eagerly instead of capturing it as a CUDA graph")
 
@@ -106,8 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--cohort", type=int, default=16, help="largest cohort (default 16, as on a GPU)")
     pl.add_argument("--share-batches", action="store_true", help="cohorts of one seed share batches and teacher "
                     "passes")
-    pl.add_argument("--concurrent", type=int, default=1, help="single runs of one shape trained at once on a GPU "
-                    "(default 1)")
+    pl.add_argument("--concurrent", type=int, default=1, help="experimental (never measured on a GPU): single runs "
+                    "of one shape trained at once on a GPU, each on its own CUDA stream (default 1)")
     pl.add_argument("--tables", nargs="+", help=f"tables to plan (default all CIFAR-10 ones: {', '.join(TABLES)})")
 
     c = sub.add_parser("campaign", help="train a profile's CIFAR-10 suite in value order until a deadline "

@@ -56,41 +56,59 @@ def select_pairs(student_groups: Sequence[torch.Tensor], teacher_groups: Sequenc
     return selected
 
 
+def match_map_sizes(ms: torch.Tensor, mt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Student and teacher maps (..., H, W) resized to the smaller H x W where they differ (area interpolation)."""
+    if ms.shape[-2:] == mt.shape[-2:]:
+        return ms, mt
+    size = (min(ms.shape[-2], mt.shape[-2]), min(ms.shape[-1], mt.shape[-1]))
+    resize = lambda m: resize_map(m.flatten(0, -3), size).view(*m.shape[:-2], *size)  # noqa: E731
+    return resize(ms), resize(mt)
+
+
 def _matched_maps(s: torch.Tensor, t: torch.Tensor, p: float, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention maps of a student/teacher pair in float32, resized to the smaller H x W when they differ."""
     if s.shape[0] != t.shape[0]:
         raise ValueError(f"student and teacher batch sizes differ: {s.shape[0]} vs {t.shape[0]}")
     ms = attention_map(full_precision(s), p=p, kind=kind)
     mt = attention_map(full_precision(t.detach()), p=p, kind=kind)
-    if ms.shape[-2:] != mt.shape[-2:]:
-        size = (min(ms.shape[-2], mt.shape[-2]), min(ms.shape[-1], mt.shape[-1]))
-        ms, mt = resize_map(ms, size), resize_map(mt, size)
-    return ms, mt
+    return match_map_sizes(ms, mt)
 
 
-def at_pair_losses(student_groups, teacher_groups, beta: float = AT_DEFAULTS["beta"], p: float = AT_DEFAULTS["p"],
-                   kind: str = AT_DEFAULTS["kind"], groups: Sequence[int] | None = None,
-                   form: str = AT_FORM) -> dict[int, torch.Tensor]:
-    """Per-pair AT losses (already multiplied by beta), keyed by 0-based group index.
+def check_at_options(beta: float, p: float, kind: str, form: str) -> None:
+    """ValueError (naming the value) for AT options the paper does not define."""
+    check_attention_args(p, kind)
+    check_weight("beta", beta)
+    if form not in AT_FORMS:
+        raise ValueError(f"unknown AT form {form!r}; expected one of {AT_FORMS}")
+
+
+def at_distance(qs: torch.Tensor, qt: torch.Tensor, beta: float, form: str = AT_FORM) -> torch.Tensor:
+    """The AT term of one group pair from normalised attention vectors (``normalize_map``): batch first, positions
+    last, e.g. (B, H*W); any axes between are members trained side by side (cohorts), each keeping its own value.
 
     ``form="code"`` (default, the authors' code and the reported CIFAR numbers):
         beta * mean_{batch, H*W} (Q_S/||Q_S|| - Q_T/||Q_T||)^2
     ``form="paper"`` (Eq. 2 as printed):
         beta/2 * mean_batch || Q_S/||Q_S|| - Q_T/||Q_T|| ||_2      (the l2 norm, not squared)
-    Pairs whose maps differ in H x W are compared after resizing both to the smaller size (area interpolation).
     """
-    check_attention_args(p, kind)
-    check_weight("beta", beta)
-    if form not in AT_FORMS:
-        raise ValueError(f"unknown AT form {form!r}; expected one of {AT_FORMS}")
+    diff = qs - qt
+    if form == "code":
+        return beta * diff.pow(2).mean(dim=(0, -1))
+    return (beta / 2) * torch.linalg.vector_norm(diff, dim=-1).mean(0)
+
+
+def at_pair_losses(student_groups, teacher_groups, beta: float = AT_DEFAULTS["beta"], p: float = AT_DEFAULTS["p"],
+                   kind: str = AT_DEFAULTS["kind"], groups: Sequence[int] | None = None,
+                   form: str = AT_FORM) -> dict[int, torch.Tensor]:
+    """Per-pair AT losses (already multiplied by beta), keyed by 0-based group index: ``at_distance`` of each selected
+    pair's normalised maps (``form`` as there). Pairs whose maps differ in H x W are compared after resizing both to
+    the smaller size (area interpolation).
+    """
+    check_at_options(beta, p, kind, form)
     out = {}
     for g in select_pairs(student_groups, teacher_groups, groups):
         ms, mt = _matched_maps(student_groups[g], teacher_groups[g], p, kind)
-        diff = normalize_map(ms) - normalize_map(mt)
-        if form == "code":
-            out[g] = beta * diff.pow(2).mean()
-        else:
-            out[g] = (beta / 2) * torch.linalg.vector_norm(diff, dim=1).mean()
+        out[g] = at_distance(normalize_map(ms), normalize_map(mt), beta, form)
     return out
 
 
@@ -100,22 +118,45 @@ def at_loss(student_groups, teacher_groups, beta: float = AT_DEFAULTS["beta"], p
     return sum(at_pair_losses(student_groups, teacher_groups, beta, p, kind, groups, form).values())
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-            T: float = KD_DEFAULTS["T"], alpha: float = KD_DEFAULTS["alpha"]) -> torch.Tensor:
-    """Knowledge distillation, fixed (2018) form:
-    alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) (summed over classes, mean over batch) + (1 - alpha) * CE(s, y).
-    """
+def check_kd_options(T: float, alpha: float) -> None:
+    """ValueError (naming the value) for a KD temperature or weight outside its range."""
     if isinstance(T, bool) or not isinstance(T, (int, float)) or not math.isfinite(T) or T <= 0:
         raise ValueError(f"KD temperature must be > 0, got T={T!r}")
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
         raise ValueError(f"KD alpha must be in [0, 1], got alpha={alpha!r}")
-    _check_logits(student_logits, labels)
-    if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"student and teacher logits differ in shape: {tuple(student_logits.shape)} vs "
-                         f"{tuple(teacher_logits.shape)}")
-    s, t = full_precision(student_logits), full_precision(teacher_logits.detach())
-    soft = F.kl_div(F.log_softmax(s / T, dim=1), F.log_softmax(t / T, dim=1), reduction="batchmean", log_target=True)
-    return alpha * T * T * soft + (1.0 - alpha) * F.cross_entropy(s, labels)
+
+
+def kd_soft(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float) -> torch.Tensor:
+    """KL(softmax(t/T) || softmax(s/T)), summed over the classes (last axis), mean over the batch (first axis); axes
+    between are members trained side by side (cohorts), each keeping its own value. The teacher's logits may
+    broadcast over members. For (B, N) logits this equals ``F.kl_div(..., reduction="batchmean", log_target=True)``
+    bit for bit; with members, per-sample sums then the batch mean (as cohorts always computed it)."""
+    ls = F.log_softmax(full_precision(student_logits) / T, dim=-1)
+    lt = F.log_softmax(full_precision(teacher_logits.detach()) / T, dim=-1)
+    per_class = lt.exp() * (lt - ls)
+    if per_class.dim() == 2:
+        return per_class.sum() / student_logits.shape[0]
+    return per_class.sum(-1).mean(0)
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+            T: float = KD_DEFAULTS["T"], alpha: float = KD_DEFAULTS["alpha"]) -> torch.Tensor:
+    """Knowledge distillation, fixed (2018) form:
+    alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) (summed over classes, mean over batch) + (1 - alpha) * CE(s, y).
+    (B, K, N) logits with (B, K) labels: the K members' values (K,).
+    """
+    check_kd_options(T, alpha)
+    if student_logits.dim() == 3:
+        if teacher_logits.dim() != 3 or teacher_logits.shape[0] != student_logits.shape[0]:
+            raise ValueError(f"member logits (B, K, N) need teacher logits (B, K or 1, N), got "
+                             f"{tuple(teacher_logits.shape)}")
+    else:
+        _check_logits(student_logits, labels)
+        if student_logits.shape != teacher_logits.shape:
+            raise ValueError(f"student and teacher logits differ in shape: {tuple(student_logits.shape)} vs "
+                             f"{tuple(teacher_logits.shape)}")
+    return alpha * T * T * kd_soft(student_logits, teacher_logits, T) + \
+        (1.0 - alpha) * cross_entropy(student_logits, labels)
 
 
 def _check_logits(logits: torch.Tensor, labels: torch.Tensor) -> None:
@@ -125,7 +166,10 @@ def _check_logits(logits: torch.Tensor, labels: torch.Tensor) -> None:
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The task loss, mean over the batch (with the same shape check as the other losses)."""
+    """The task loss, mean over the batch (with the same shape check as the other losses); (B, K, N) logits of K
+    members with (B, K) labels give the K members' means (K,)."""
+    if logits.dim() == 3 and labels.shape == logits.shape[:2]:
+        return F.cross_entropy(full_precision(logits).permute(0, 2, 1), labels, reduction="none").mean(0)
     _check_logits(logits, labels)
     return F.cross_entropy(full_precision(logits), labels)
 

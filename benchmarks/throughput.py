@@ -44,7 +44,7 @@ from atlib.losses import at_loss, cross_entropy
 from atlib.methods import method_terms
 from atlib.models import build_model
 from atlib.objective import build_objective
-from atlib.training.cohorts import TeacherPass, cohort_epoch, make_cohort_step, make_grouped_nin_step
+from atlib.training.cohort_steps import TeacherPass, cohort_epoch, make_cohort_step, make_grouped_nin_step
 from atlib.training.concurrent import on_stream, run_streams
 from atlib.training.config import RunConfig
 from atlib.training.provenance import device_name

@@ -204,10 +204,10 @@ README = """# results
 
 
 def test_commit_stages_what_the_campaign_changed(tmp_path, monkeypatch):
-    from atlib.paper import report
+    from atlib.paper import headline
     profile = write_profile(tmp_path, epochs=2, train_subset=64)
     settings = settings_of(profile)
-    monkeypatch.setattr(report, "README_PROFILE", settings.profile)  # README.md shows this profile's headline pair
+    monkeypatch.setattr(headline, "README_PROFILE", settings.profile)  # README.md shows this profile's headline pair
     repo = tmp_path
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
     for key, value in (("user.email", "t@example.com"), ("user.name", "t")):

@@ -121,6 +121,17 @@ def test_demo_runs_learn_from_the_one_seed_teacher_without_training_it(tmp_path)
         run_id_for(demo.cells()[1], settings, 0)
 
 
+def test_the_demo_is_a_grid_like_the_others(tmp_path):
+    """Workers train the demo's runs from its grid (``suite: cpu-demo``), seeds per cell included, with its layout."""
+    from atlib.paper import workers
+    settings = _tiny(tmp_path, seeds=[0, 1, 2, 3, 4])
+    ids = lambda configs: sorted(c.run_id(teacher_label=c.teacher_arch) for c in configs)  # noqa: E731
+    assert ids(workers.suite(settings)) == ids(demo.configs(settings)) and len(demo.configs(settings)) == 16
+    assert settings.channels_last is True and settings_from_profile("one-seed").channels_last is None
+    with pytest.raises(ValueError, match="unknown suite 'tables'"):
+        workers.suite(_tiny(tmp_path, suite="tables"))
+
+
 def test_missing_borrowed_teacher_says_how_to_train_it(tmp_path):
     settings = _tiny(tmp_path)
     with pytest.raises(MissingTeacherError) as info:
@@ -226,7 +237,7 @@ def test_tiny_demo_final_test_on_cifar10(tmp_path, cifar_root):
     from atlib.paper.report import load_trained
     _, test = load_sample()
     sample50 = ImageSet(test.images[:50], test.labels[:50], test.classes)
-    with demo._threads(1):
+    with demo.torch_threads(1):
         assert demo.evaluate_images(load_trained(records[0]["run_id"], settings), sample50)["test_error"] == \
             records[0]["test_error"]
     errors = demo.per_seed(settings)

@@ -147,6 +147,18 @@ def test_teacher_weights_file_and_missing_teacher(teacher_results, tmp_path):
     cfg = tiny(method="at", terms=method_terms("at"), teacher=str(weights), epochs=1)
     resolved, run_id, model = engine.prepare(cfg, RunStore(tmp_path))
     assert resolved.teacher_arch == "wrn-10-2"
+    # the teacher is its content: the same file elsewhere is the same run; another file's content another run
+    assert resolved.teacher.startswith("sha256:") and resolved.teacher_file == str(weights.resolve())
+    assert "teacher_file" not in resolved.identity()
+    elsewhere = tmp_path / "copy" / "teacher.pt"
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes(weights.read_bytes())
+    copied = tiny(method="at", terms=method_terms("at"), teacher=str(elsewhere), teacher_arch="wrn-10-2", epochs=1)
+    assert engine.prepare(copied, RunStore(tmp_path))[1] == run_id
+    state = torch.load(weights, weights_only=True)
+    torch.save({k: v + 1 if v.is_floating_point() else v for k, v in state.items()}, elsewhere)
+    assert engine.prepare(copied, RunStore(tmp_path))[1] != run_id
+    assert engine.prepare(resolved, RunStore(tmp_path))[1] == run_id  # a resolved config resolves to itself
     with pytest.raises(engine.TrainingError, match="'no-such-run'"):
         engine.prepare(tiny(method="at", terms=method_terms("at"), teacher="no-such-run"), RunStore(root))
     with pytest.raises(engine.TrainingError, match="needs a teacher"):

@@ -8,8 +8,8 @@ import torch
 from atlib.losses import cross_entropy
 from atlib.models.wrn import WideResNet, wrn
 from atlib.objective import build_objective
-from atlib.training.grouped_wrn import (CohortWRN, cohort_losses, pack, split_groups, stack_inputs, unpack,
-                                        unpack_grads, validate_cohort_specs)
+from atlib.training.cohort_losses import cohort_losses, validate_cohort_specs
+from atlib.training.grouped_wrn import CohortWRN, pack, split_groups, stack_inputs, unpack, unpack_grads
 
 B, K, CLASSES = 4, 3, 10
 

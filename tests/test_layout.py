@@ -101,7 +101,7 @@ def test_the_graph_sees_imports_inside_functions(graph):
     # checks the checker: the report imports the train command inside missing_runs only, the CLI the workers inside
     # cmd_work only
     assert "training.command" in graph["paper.report"] and "paper.workers" in graph["cli"]
-    assert "training.engine" in graph["paper.schedule"] and "training.claims" in graph["training.engine"]
+    assert "training.engine" in graph["paper.schedule"] and "training.claims" in graph["training.loop"]
 
 
 def test_every_module_belongs_to_a_layer(graph):

@@ -240,6 +240,7 @@ def test_smoke_sequence_end_to_end(tmp_path):
     assert before == {p: p.stat().st_mtime for p in (root / "runs").glob("*/metrics.jsonl")}
 
 
+@pytest.mark.slow  # the whole main job, nine notebooks (about 85 s)
 def test_main_job_builds_the_report_from_the_committed_runs(tmp_path):
     """`make reproduce` with no arguments on a CPU: the one-seed tables, figures and REPORT.md from the runs
     committed in results/one-seed, training nothing; every cell without a run says so, with its command and GPU

@@ -307,15 +307,15 @@ def commit(settings: Settings, repo: str | os.PathLike | None = None) -> str | N
 
 
 def _readme_paths(settings: Settings, repo, top: str) -> list[str]:
-    """README.md's headline rows brought up to date (``report.readme_with_headline``) for the profile it shows, when
+    """README.md's headline rows brought up to date (``headline.readme_with_headline``) for the profile it shows, when
     README.md has no other uncommitted change (which a progress commit must not take along): its path, or []."""
-    from . import report
+    from . import headline
     readme = Path(top) / "README.md"
-    if settings.profile != report.README_PROFILE or not readme.is_file() or \
+    if settings.profile != headline.README_PROFILE or not readme.is_file() or \
             _git(repo, "status", "--porcelain", "--", str(readme)).strip():
         return []
     text = readme.read_text()
-    updated = report.readme_with_headline(text, settings)
+    updated = headline.readme_with_headline(text, settings)
     if updated == text:
         return []
     atomic_write_bytes(readme, updated.encode())

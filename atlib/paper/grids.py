@@ -63,6 +63,7 @@ class Cell:
     protocol: str = "cifar"
     data: str = "cifar"          # "cifar" or a key of FOLDER_DATA
     metric: str = "test_error"   # the record field the table reports ("test_error_top5" for Table 5's top-5)
+    seeds: int | None = None     # trained with the profile's first this many seeds only; None: with all of them
 
     @property
     def label(self) -> str:
@@ -70,10 +71,15 @@ class Cell:
 
 
 def make_cell(table, row, column, paper, student, method="student", teacher=None, protocol="cifar", data="cifar",
-              metric="test_error", **options) -> Cell:
+              metric="test_error", seeds=None, **options) -> Cell:
     """A ``Cell`` with its method options given as keywords (``make_cell(..., "at", teacher="wrn-16-2", p=4)``)."""
     return Cell(table, row, column, paper, student, method, tuple(sorted(options.items())), teacher, protocol, data,
-                metric)
+                metric, seeds)
+
+
+def seeds_of(cell: Cell, seeds: list[int]) -> list[int]:
+    """The seeds ``cell`` is trained with, of a profile's ``seeds``."""
+    return list(seeds) if cell.seeds is None else list(seeds)[:cell.seeds]
 
 
 
@@ -223,6 +229,29 @@ TABLE_TITLES = {
 def teacher_cells() -> list[Cell]:
     """The CIFAR teachers (the large-image teachers are trained by the Table 4 and 5 notebooks)."""
     return [_teacher_cell("teachers", key, "error", None, key) for key in CIFAR_TEACHERS]
+
+
+# The CPU demo (profile cpu-demo, not a table of the paper): WRN-16-1 students of the WRN-16-2 teacher, with the
+# methods' default options (beta 1000, p 2, all groups; T 4, alpha 0.9). KD and AT+KD train with the profile's first
+# 3 seeds only (the profile says why); student and AT with every seed (the paired AT comparison needs them all).
+DEMO_ROW = "WRN-16-1 / WRN-16-2"
+DEMO_COLUMNS = [("student", "student", None), ("AT", "at", None), ("KD", "kd", 3), ("AT+KD", "at+kd", 3)]
+
+
+def cpu_demo() -> list[Cell]:
+    """The CPU demo's four cells: student, AT, KD and AT+KD."""
+    return [make_cell("cpu-demo", DEMO_ROW, column, None, "wrn-16-1", method, seeds=seeds,
+                      teacher=None if method == "student" else "wrn-16-2") for column, method, seeds in DEMO_COLUMNS]
+
+
+def paper_suite() -> list[Cell]:
+    """Every cell of the paper's tables (image-folder tables included: they train where their data is set) and the
+    CIFAR teachers."""
+    return [c for grid in TABLES.values() for c in grid()] + teacher_cells() + \
+        [c for grid in LARGE_TABLES.values() for c in grid()]
+
+
+SUITES: dict[str, Callable[[], list[Cell]]] = {"paper": paper_suite, "cpu-demo": cpu_demo}  # a profile's ``suite``
 
 
 # -- settings and profiles -----------------------------------------------------------------------------------------

@@ -14,8 +14,7 @@ from typing import Any
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-PROFILE_DIR = REPO_ROOT / "profiles"
+from ..paths import PROFILE_DIR
 
 
 class ProfileError(ValueError):
@@ -53,6 +52,8 @@ class Settings:
                                       # from the protocol (never 200-epoch runs on a CPU); False: report only
     teachers_from: str | None = None  # students learn from this profile's finished teachers (its settings, its run
                                       # store), which are not trained here; None: teachers are trained by these settings
+    suite: str = "paper"              # the cells workers and campaigns train: "paper" (every table) or "cpu-demo"
+    channels_last: bool | None = None  # the runs' memory layout (None: the engine's default, channels-last on CUDA)
 
     def __post_init__(self):
         if self.train not in (True, False, "auto"):

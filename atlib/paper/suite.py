@@ -10,7 +10,7 @@ from ..methods import method_terms
 from ..training.command import train_command
 from ..training.config import RunConfig, scaled_milestones
 from ..training.store import RunStore
-from .grids import AT_START_FRACTION, FOLDER_DATA, PROTOCOLS, TEACHERS, Cell
+from .grids import AT_START_FRACTION, FOLDER_DATA, PROTOCOLS, SUITES, TEACHERS, Cell, seeds_of
 from .settings import Settings
 
 
@@ -73,6 +73,13 @@ def run_id_for(cell: Cell, settings: Settings, seed: int) -> str:
     return config.run_id(teacher_label=config.teacher_arch)
 
 
+def suite_cells(settings: Settings) -> list[Cell]:
+    """The cells of the settings' ``suite`` (``grids.SUITES``) whose data is available."""
+    if settings.suite not in SUITES:
+        raise ValueError(f"unknown suite {settings.suite!r}; expected one of {sorted(SUITES)}")
+    return [c for c in SUITES[settings.suite]() if data_available(c, settings)]
+
+
 def suite_jobs(cells: Iterable[Cell], settings: Settings) -> tuple[list[RunConfig], list[RunConfig]]:
     """The distinct runs behind ``cells`` at every seed whose data is available: (teachers, students)."""
     cells = [c for c in cells if data_available(c, settings)]
@@ -81,7 +88,8 @@ def suite_jobs(cells: Iterable[Cell], settings: Settings) -> tuple[list[RunConfi
         if cell.teacher is not None and cell.teacher not in keys and settings.teachers_from is None:
             keys.append(cell.teacher)
     teachers = _unique([teacher_config(key, settings) for key in keys])
-    runs = _unique(teachers + [config_for(cell, settings, seed) for cell in cells for seed in settings.seeds])
+    runs = _unique(teachers + [config_for(cell, settings, seed) for cell in cells
+                               for seed in seeds_of(cell, settings.seeds)])
     # a teacher's other seeds (Table 1's teacher column) train beside it, in its cohort where it has one
     as_teacher = [{**t.identity(), "seed": None} for t in teachers]
     first = [c for c in runs if {**c.identity(), "seed": None} in as_teacher]

@@ -15,31 +15,17 @@ from typing import Callable
 from ..training import deadline, engine
 from ..training.claims import HEARTBEAT_S, STALE_S, ClaimLost, holding, try_claim
 from ..training.store import RunStore
-from . import demo
-from .grids import LARGE_TABLES, TABLES, teacher_cells
 from .settings import Settings
-from .suite import data_available, suite_jobs
+from .suite import check_borrowed_teachers, suite_cells, suite_jobs
 
 logger = logging.getLogger(__name__)
 
 
 def suite(settings: Settings) -> list:
-    """The runs a worker trains for these settings, teachers first: the paper's CIFAR suite (and the large-image
-    tables whose data is set), or the CPU demo's runs for a profile that borrows its teachers."""
-    if settings.teachers_from is not None:
-        chosen = demo.cells()
-    else:
-        chosen = [c for grid in TABLES.values() for c in grid()] + teacher_cells()
-        chosen += [c for grid in LARGE_TABLES.values() for c in grid() if data_available(c, settings)]
-    teachers, students = suite_jobs(chosen, settings)
+    """The runs a worker trains for these settings, teachers first: the cells of the profile's ``suite`` (the
+    paper's, with the large-image tables whose data is set, or the CPU demo's)."""
+    teachers, students = suite_jobs(suite_cells(settings), settings)
     return teachers + students
-
-
-def demo_channels_last(settings: Settings) -> bool | None:
-    """The memory layout ``demo.train`` asks for, for the demo's runs (None: the engine's default)."""
-    if settings.teachers_from is None:
-        return None
-    return demo.CHANNELS_LAST
 
 
 def work(settings: Settings, name: str | None = None, stale_after: float = STALE_S, heartbeat: float = HEARTBEAT_S,
@@ -50,20 +36,19 @@ def work(settings: Settings, name: str | None = None, stale_after: float = STALE
 
     ``configs``: these runs in this order instead of the suite (the campaign's value order); ``until``: a
     ``time.time()`` by which to stop, at the last epoch boundary before it (``training.deadline``); ``channels_last``:
-    the memory layout (None: the demo's for the demo, else the engine's default); ``compile``: the engine's
+    the memory layout (None: the profile's ``channels_last``); ``compile``: the engine's
     ``torch.compile`` option."""
     name = name or f"{socket.gethostname()}:{os.getpid()}"
     if not settings.trains_missing():
         raise ValueError(f"profile {settings.profile!r} does not train here (train: {settings.train!r}, device "
                          f"{settings.device!r}: the authors' 200-epoch runs train on GPUs only); pass --device cuda, "
                          f"or --train yes")
-    if settings.teachers_from is not None:
-        demo.check(settings)  # its borrowed teacher is there, or one line saying how to train it
+    check_borrowed_teachers(suite_cells(settings), settings)  # or one line saying how to train them
     store = RunStore(settings.store_root)
     jobs = suite(settings) if configs is None else list(configs)
     ids = [c.run_id(teacher_label=c.teacher_arch) for c in jobs]
     if channels_last is None:
-        channels_last = demo_channels_last(settings)
+        channels_last = settings.channels_last
     if until is None:
         return _work(settings, name, stale_after, heartbeat, poll, log, store, jobs, ids, channels_last, compile, None)
     with deadline.epoch_deadline(deadline.clock() + (until - time.time())):

@@ -26,36 +26,30 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import platform
-import time
 from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
-import torch.nn.functional as F
 
-from ..losses import full_precision
 from ..models import count_parameters
 from ..objective import build_objective
 from ..paths import DEFAULT_RESULTS
-from . import deadline
+from .cohort_steps import FAMILIES, cohort_epoch, evaluate_cohort
 from .config import RunConfig
 from .distributed import Dist
-from .engine import (TrainingError, autocast, build_student, channels_last_wanted, epoch_row, finish_run,
-                     graph_wanted, make_optimizer, make_source, prepare, progress_bar, resolve_device, rng_state,
-                     set_rng_state, train)
-from .provenance import device_name, provenance
-from . import grouped_nin
-from .grouped_wrn import (COHORT_TERMS, CohortWRN, cohort_loss_vectors, is_indexed, join_parts, member_part, pack,
-                          take, unpack)
-from .steps import StepRunner, zero_momentum
+from .devices import TrainingError, channels_last_wanted, environment, graph_wanted, make_optimizer, resolve_device
+from .engine import build_student, train
+from .grouped_wrn import join_parts, member_part
+from .loop import STEP, epochs, rng_state, run_to_end, set_rng_state
+from .sources import make_source
+from .steps import StepRunner
 from .store import RunStore
+from .teachers import prepare, teacher_on_device
 
 logger = logging.getLogger(__name__)
 
-FREE_FIELDS = ("seed", "method", "terms", "teacher", "teacher_arch")
+FREE_FIELDS = ("seed", "method", "terms", "teacher", "teacher_arch", "teacher_file")
 
 
 def family_of(student: str) -> str | None:
@@ -136,313 +130,147 @@ def train_cohort(configs, results: str | Path = DEFAULT_RESULTS, progress: bool 
     return [records[i] for i in ids]
 
 
-class TeacherPass:
-    """Teacher outputs for the cohort step, with a student axis: ``(logits (B, Kt, N), [groups (B, Kt, C, H, W)])``
-    and ``cols[i]``, student i's column (None: no teacher)."""
+class CohortRuns:
+    """K runs trained as one grouped network, as the epoch loop's members (``loop.Members``): the members' own
+    students, objectives and data generators, the grouped network, its one optimizer and its step."""
 
-    def __init__(self, teachers: list[nn.Module | None], refs: list[str | None], shared: bool):
-        self.k = len(teachers)
-        self.modules: list[nn.Module] = []
-        self.members: list[list[int]] = []
-        order: dict[str, int] = {}
-        for i, (module, ref) in enumerate(zip(teachers, refs)):
-            if module is None:
-                continue
-            if ref not in order:
-                order[ref] = len(self.modules)
-                self.modules.append(module)
-                self.members.append([])
-            self.members[order[ref]].append(i)
-        self.shared = shared
-        self.cols: list[int | None] = [None] * self.k
-        col = 0
-        for t, members in enumerate(self.members):
-            for i in members:
-                self.cols[i] = t if shared else col
-                col += 1
+    def __init__(self, pending, store: RunStore, device: torch.device, graph, shared_batches: bool, channels_last,
+                 log):
+        self.configs = [c for c, _, _ in pending]
+        self.ids = [run_id for _, run_id, _ in pending]
+        self.k, c0 = len(self.configs), self.configs[0]
+        self.device, self.shared_batches = device, shared_batches
+        self.label = f"cohort of {self.k} ({self.ids[0]}, ...)"
+        self.source = make_source(c0, device)
+        self.num_train = self.source.num_train
+        use_channels_last = channels_last_wanted(channels_last, device, self.source)
+        self.source.memory_format = fmt = torch.channels_last if use_channels_last else torch.contiguous_format
+        resident: dict[str, nn.Module] = {}  # one copy of each teacher on the device
+        self.teachers = [None if t is None else resident.setdefault(
+            c.teacher, teacher_on_device(t, c, self.source.num_classes, device, fmt))
+            for c, _, t in pending]
+        self.students = [build_student(c, self.source.num_classes, device) for c in self.configs]
+        self.objectives = [build_objective(c.terms, s, t) for c, s, t in
+                           zip(self.configs, self.students, self.teachers)]
+        self.generators = [torch.Generator().manual_seed(c.seed) for c in self.configs]
+        self.family = FAMILIES[family_of(c0.student)]
+        self.state = {"epoch": 0, "active": None}
+        use_graph = graph_wanted(graph, device, Dist(), self.source)
+        self.runner_args = (use_graph, log)
+        self.environment = environment(device, c0.precision, 1, use_graph, use_channels_last, False,
+                                       cohort={"size": self.k, "members": self.ids, "shared_batches": shared_batches})
 
-    def __call__(self, x: torch.Tensor):
-        if not self.modules:
-            return None, None
-        b, h, w = x.shape[0], x.shape[2], x.shape[3]
-        per_student = x.view(b, self.k, 3, h, w)
-        logits, groups = [], []
-        with torch.no_grad():
-            for module, members in zip(self.modules, self.members):
-                if self.shared:
-                    lg, gs = module(per_student[:, members[0]])
-                    logits.append(lg.unsqueeze(1))
-                    groups.append([g.unsqueeze(1) for g in gs])
-                    continue
-                m = len(members)
-                xt = take(per_student, members).transpose(0, 1).reshape(m * b, 3, h, w)
-                lg, gs = module(xt)
-                logits.append(lg.view(m, b, -1).transpose(0, 1))
-                groups.append([g.view(m, b, *g.shape[1:]).transpose(0, 1) for g in gs])
-        if len(logits) == 1:
-            return logits[0], groups[0]
-        return torch.cat(logits, 1), [torch.cat(parts, 1) for parts in zip(*groups)]
+    def resume(self, checkpoints: list[dict | None]) -> int:
+        """Load the members' checkpoints (all at one epoch); returns that epoch (0: none)."""
+        if all(ck is None for ck in checkpoints):
+            self._pack(None)
+            return 0
+        done = {run_id: (0 if ck is None else int(ck["epoch"])) for run_id, ck in zip(self.ids, checkpoints)}
+        if len(set(done.values())) > 1:
+            raise TrainingError(f"cohort members are at different epochs {done}: resume them one by one "
+                                f"(atlib train) or pass --restart")
+        momentum = []
+        for student, objective, config, ck, gen in zip(self.students, self.objectives, self.configs, checkpoints,
+                                                       self.generators):
+            student.load_state_dict(ck["student"])
+            objective.load_state_dict(ck["objective"])
+            member = _member_optimizer(student, config, self.device)
+            member.load_state_dict(ck["optimizer"])
+            momentum.append({name: member.state.get(p, {}).get("momentum_buffer")
+                             for name, p in student.named_parameters()})
+            set_rng_state(ck["rng"], gen, self.device)
+        self._pack(momentum)
+        return next(iter(done.values()))
 
+    def _pack(self, momentum: list[dict] | None) -> None:
+        """The grouped network from the members' students, its optimizer (with their momentum) and its step."""
+        self.cohort = self.family.pack(self.students).to(memory_format=self.source.memory_format)
+        self.optimizer = make_optimizer(self.cohort.parameters(), self.configs[0], self.device)
+        if momentum is not None:
+            for name, p in self.cohort.named_parameters():
+                bufs = [m[name] for m in momentum]
+                if all(b is not None for b in bufs):
+                    self.optimizer.state[p]["momentum_buffer"] = \
+                        join_parts(name, bufs, self.family.indexed).to(p.device).clone()
+        body = self.family.step(self.cohort, self.configs, self.teachers, self.objectives, self.optimizer,
+                                self.device, self.state, self.shared_batches)
+        use_graph, log = self.runner_args
+        self.runner = StepRunner(body, self.device, use_graph, log=log)
 
-def make_cohort_step(cohort: CohortWRN, teacher_pass: TeacherPass, specs, optimizer, precision: str,
-                     device: torch.device, state: dict):
-    """The cohort's step body (``steps``): ``body(x (B, 3K, H, W), ys (B, K))`` -> (K,) statistics.
-    ``state["epoch"]`` selects the active terms; the body stores each student's active term names in
-    ``state["active"]``."""
+    def set_epoch(self, epoch: int) -> tuple:
+        self.state["epoch"] = epoch
+        for objective in self.objectives:
+            objective.epoch = epoch
+        return tuple(tuple(objective.active_terms()) for objective in self.objectives)
 
-    def body(x: torch.Tensor, ys: torch.Tensor) -> dict[str, torch.Tensor]:
-        with autocast(device, precision):
-            logits, groups = cohort(x)
-            t_logits, t_groups = teacher_pass(x)
-            total, terms, details, active = cohort_loss_vectors(logits, groups, ys.t(), t_logits, t_groups,
-                                                                teacher_pass.cols, specs, state["epoch"])
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
-        b = ys.shape[0]
-        state["active"] = active
-        named = {"loss": sum(terms.values()), **terms, **details}  # (K,) each; stacked: a few kernels in all
-        stats = dict(zip(named, (torch.stack([v.detach() for v in named.values()]).double() * b).unbind()))
-        stats["wrong"] = (logits.detach().argmax(2) != ys).sum(0).double()
-        return stats
+    def train_mode(self) -> None:
+        self.cohort.train()
 
-    return body
+    def train_epoch(self, bar):
+        generators = self.generators
+        streams = [self.source.train_batches(generators[0])] if self.shared_batches else \
+            [self.source.train_batches(g) for g in generators]
+        cohort_epoch(self.runner, streams, self.k, bar)
+        if self.shared_batches:
+            for g in generators[1:]:
+                g.set_state(generators[0].get_state())
+        yield STEP
+        sums = self.runner.totals()
+        names, n = list(sums), self.runner.seen
+        values = torch.stack([sums[name] for name in names]).tolist()  # one read-back per epoch
+        return [{"loss": values[names.index("loss")][i] / n,
+                 **{name: values[names.index(name)][i] / n for name in self.state["active"][i]},
+                 "error": 100.0 * values[names.index("wrong")][i] / n} for i in range(self.k)]
 
+    def evaluate(self) -> list[dict]:
+        return evaluate_cohort(self.cohort, self.source, self.configs[0], self.device)
 
-def cohort_epoch(runner: StepRunner, streams, k: int, bar=None) -> None:
-    """Feed one epoch to a cohort step: ``streams`` holds K per-member batch iterators, or one iterator whose
-    batches every member shares."""
-    runner.reset()
-    for batch in zip(*streams):
-        if len(streams) == 1 and k > 1:
-            x0, y0 = batch[0]
-            x, ys = x0.repeat(1, k, 1, 1), y0[:, None].expand(-1, k)
-        else:
-            x, ys = torch.cat([b[0] for b in batch], 1), torch.stack([b[1] for b in batch], 1)
-        runner(x, ys)
-        if bar is not None:
-            bar.update(ys.numel())
+    def _members(self) -> list[nn.Module]:
+        """The members' students holding the grouped network's current parameters."""
+        for student, state in zip(self.students, self.family.unpack(self.cohort)):
+            student.load_state_dict(state)
+        return self.students
 
+    def checkpoints(self, epochs_done: int) -> list[dict]:
+        cohort_params = dict(self.cohort.named_parameters())
+        out = []
+        for i, (student, config) in enumerate(zip(self._members(), self.configs)):
+            member = _member_optimizer(student, config, self.device)
+            for name, p in student.named_parameters():
+                buf = self.optimizer.state.get(cohort_params[name], {}).get("momentum_buffer")
+                if buf is not None:
+                    member.state[p]["momentum_buffer"] = member_part(name, buf, self.k, i,
+                                                                     self.family.indexed).detach().clone()
+            out.append({"epoch": epochs_done, "student": student.state_dict(),
+                        "objective": self.objectives[i].state_dict(), "optimizer": member.state_dict(),
+                        "rng": rng_state(self.generators[i], self.device)})
+        return out
 
-def make_grouped_nin_step(grouped: grouped_nin.GroupedNIN, objectives, teachers, optimizer, precision: str,
-                          device: torch.device, state: dict):
-    """The step body of Table 3's runs as one grouped network (``grouped_nin``): ``body(x (B, 3K, H, W), ys (B, K))``
-    -> (K,) statistics; each run's objective (``objectives[i]``, its ``epoch`` set by the caller) as in a single
-    run. The body stores each run's active term and detail names in ``state["active"]``."""
+    def final_states(self) -> list[tuple[dict, int]]:
+        return [(s.state_dict(), count_parameters(s)) for s in self._members()]
 
-    def body(x: torch.Tensor, ys: torch.Tensor) -> dict[str, torch.Tensor]:
-        with autocast(device, precision):
-            total, outputs = grouped_nin.objective_outputs(grouped, objectives, teachers, x, ys)
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
-        b = ys.shape[0]
-        state["active"] = [list(o.terms) + list(o.details) for o in outputs]
-        names = list(dict.fromkeys(n for o in outputs for n in (*o.terms, *o.details)))
-        zero = total.new_zeros(())
-        per_run = [{"loss": o.total, **o.terms, **o.details} for o in outputs]
-        stats = {name: torch.stack([r.get(name, zero).detach() for r in per_run]).double() * b
-                 for name in ["loss", *names]}
-        logits = torch.stack([o.logits.detach() for o in outputs], 1)  # (B, K, N)
-        stats["wrong"] = (logits.argmax(2) != ys).sum(0).double()
-        return stats
-
-    return body
-
-
-class Family:
-    """How the runs of one student family train as a cohort: their grouped network (``pack``, ``unpack``), which of
-    its tensors have a leading run axis (``indexed``, for ``grouped_wrn.member_part`` / ``join_parts``), the terms it
-    computes and its step body."""
-
-    def __init__(self, terms, pack, unpack, indexed, step):
-        self.terms, self.pack, self.unpack, self.indexed, self.step = tuple(terms), pack, unpack, indexed, step
-
-
-def _wrn_step(cohort, configs, teachers, objectives, optimizer, device, state, shared_batches):
-    teacher_pass = TeacherPass(teachers, [c.teacher for c in configs], shared_batches)
-    return make_cohort_step(cohort, teacher_pass, [c.terms for c in configs], optimizer, configs[0].precision,
-                            device, state)
-
-
-def _nin_step(cohort, configs, teachers, objectives, optimizer, device, state, shared_batches):
-    return make_grouped_nin_step(cohort, objectives, teachers, optimizer, configs[0].precision, device, state)
-
-
-FAMILIES = {
-    "wrn": Family(COHORT_TERMS, pack, unpack, is_indexed, _wrn_step),
-    "nin": Family(grouped_nin.NIN_COHORT_TERMS, grouped_nin.pack, grouped_nin.unpack, grouped_nin.is_head,
-                  _nin_step),
-}
-
-
-def evaluate_cohort(cohort: nn.Module, source, config: RunConfig, device: torch.device) -> list[dict]:
-    """``engine.evaluate`` for every member at once (the test images go to every student)."""
-    k = cohort.k
-    cohort.eval()
-    sums = torch.zeros(3, k, device=device, dtype=torch.float64)  # loss, wrong top-1, wrong top-5
-    count = 0
-    with torch.no_grad(), autocast(device, config.precision):
-        for x, y in source.eval_batches():
-            logits = full_precision(cohort(x.repeat(1, k, 1, 1))[0])  # (B, K, N)
-            target = y[:, None]
-            sums[0] += F.cross_entropy(logits.permute(0, 2, 1), target.expand(-1, k), reduction="none").sum(0)
-            sums[1] += (logits.argmax(2) != target).sum(0)
-            top = min(5, logits.shape[2])
-            sums[2] += (logits.topk(top, dim=2).indices != target[:, :, None]).all(dim=2).sum(0)
-            count += y.shape[0]
-    loss, wrong1, wrong5 = sums.tolist()
-    out = []
-    for i in range(k):
-        row = {"test_loss": loss[i] / count, "test_error": 100.0 * wrong1[i] / count}
-        if source.num_classes > 5:
-            row["test_error_top5"] = 100.0 * wrong5[i] / count
-        out.append(row)
-    return out
+    def epoch_message(self, rows: list[dict]) -> str:
+        errors = ", ".join(f"{c.method} {row['test_error']:.2f}%" for c, row in zip(self.configs, rows))
+        return (f"cohort of {self.k} epoch {rows[0]['epoch']}/{self.configs[0].epochs}: test error {errors}; "
+                f"{self.k * rows[0]['images_per_s']:.0f} img/s in all")
 
 
 def _train_cohort(pending, store: RunStore, device, progress, restart, log, graph, shared_batches,
                   channels_last=None) -> dict:
-    configs = [c for c, _, _ in pending]
-    ids = [run_id for _, run_id, _ in pending]
-    k, c0 = len(configs), configs[0]
-    source = make_source(c0, device, Dist())
-    use_channels_last = channels_last_wanted(channels_last, device, source)
-    fmt = torch.channels_last if use_channels_last else torch.contiguous_format
-    source.memory_format = fmt
-    teachers: list[nn.Module | None] = []
-    resident: dict[str, nn.Module] = {}
-    for config, _, teacher in pending:
-        if teacher is None:
-            teachers.append(None)
-            continue
-        classes = [m.out_features for m in teacher.modules() if isinstance(m, nn.Linear)][-1]
-        if classes != source.num_classes:
-            raise TrainingError(f"teacher {config.teacher} has {classes} classes but the data has "
-                                f"{source.num_classes}")
-        teachers.append(resident.setdefault(config.teacher, teacher.to(device, memory_format=fmt)))
+    runs = CohortRuns(pending, store, device, graph, shared_batches, channels_last, log)
     if restart:
-        for run_id in ids:
+        for run_id in runs.ids:
             store.delete_run_state(run_id)
-    for config, run_id in zip(configs, ids):
+    for config, run_id in zip(runs.configs, runs.ids):
         store.write_config(run_id, config.identity())
-
-    students = [build_student(c, source.num_classes, device) for c in configs]
-    objectives = [build_objective(c.terms, s, t) for c, s, t in zip(configs, students, teachers)]
-    generators = [torch.Generator().manual_seed(c.seed) for c in configs]
-    checkpoints = [store.load_checkpoint(run_id) for run_id in ids]
-    start_epoch, momentum = 0, None
-    if any(ck is not None for ck in checkpoints):
-        epochs = {run_id: (0 if ck is None else int(ck["epoch"])) for run_id, ck in zip(ids, checkpoints)}
-        if len(set(epochs.values())) > 1:
-            raise TrainingError(f"cohort members are at different epochs {epochs}: resume them one by one "
-                                f"(atlib train) or pass --restart")
-        momentum = []
-        for student, objective, config, ck, gen in zip(students, objectives, configs, checkpoints, generators):
-            student.load_state_dict(ck["student"])
-            objective.load_state_dict(ck["objective"])
-            member = _member_optimizer(student, config, device)
-            member.load_state_dict(ck["optimizer"])
-            momentum.append({name: member.state.get(p, {}).get("momentum_buffer")
-                             for name, p in student.named_parameters()})
-            set_rng_state(ck["rng"], gen, device)
-        start_epoch = next(iter(epochs.values()))
-        log(f"cohort of {k}: resuming after epoch {start_epoch}/{c0.epochs}")
+    start_epoch = runs.resume([store.load_checkpoint(run_id) for run_id in runs.ids])
+    c0 = runs.configs[0]
+    if start_epoch:
+        log(f"cohort of {runs.k}: resuming after epoch {start_epoch}/{c0.epochs}")
     else:
-        log(f"cohort of {k} x {c0.student} ({count_parameters(students[0]):,} trainable params each), methods "
-            f"{[c.method for c in configs]}, {c0.epochs} epochs on {device}")
-    for run_id in ids:
+        log(f"cohort of {runs.k} x {c0.student} ({count_parameters(runs.students[0]):,} trainable params each), "
+            f"methods {[c.method for c in runs.configs]}, {c0.epochs} epochs on {device}")
+    for run_id in runs.ids:
         store.truncate_metrics(run_id, start_epoch)
-
-    family = FAMILIES[family_of(c0.student)]
-    cohort = family.pack(students).to(memory_format=fmt)
-    optimizer = make_optimizer(cohort.parameters(), c0, device)
-    if momentum is not None:
-        for name, p in cohort.named_parameters():
-            bufs = [m[name] for m in momentum]
-            if all(b is not None for b in bufs):
-                optimizer.state[p]["momentum_buffer"] = join_parts(name, bufs, family.indexed).to(p.device).clone()
-
-    state = {"epoch": start_epoch, "active": None}
-    body = family.step(cohort, configs, teachers, objectives, optimizer, device, state, shared_batches)
-    use_graph = graph_wanted(graph, device, Dist(), source)
-    runner = StepRunner(body, device, use_graph, log=log)
-    environment = {"device": str(device), "device_name": device_name(device), "torch": torch.__version__,
-                   "python": platform.python_version(), "processes": 1, "cuda_graph": use_graph,
-                   "channels_last": use_channels_last, "compiled": False, **provenance(device, c0.precision),
-                   "cohort": {"size": k, "members": ids, "shared_batches": shared_batches}}
-    full_configs = [c.to_dict() for c in configs]
-    step_key = None
-    for epoch in range(start_epoch, c0.epochs):
-        epoch_start = time.perf_counter()
-        lr = c0.lr_at(epoch)
-        if epoch > 0 and lr != c0.lr_at(epoch - 1) and c0.reset_momentum_at_drops:
-            zero_momentum(optimizer)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        state["epoch"] = epoch
-        for objective in objectives:
-            objective.epoch = epoch
-        key = (lr, tuple(tuple(objective.active_terms()) for objective in objectives))
-        if key != step_key:
-            runner.invalidate()
-            step_key = key
-        environment["cuda_graph"] = runner.graph
-        cohort.train()
-        bar = progress_bar(progress, source.num_train * k, f"cohort of {k} {epoch + 1}/{c0.epochs}")
-        t0 = time.perf_counter()
-        streams = [source.train_batches(generators[0])] if shared_batches else \
-            [source.train_batches(g) for g in generators]
-        try:
-            cohort_epoch(runner, streams, k, bar)
-        finally:
-            if bar is not None:
-                bar.close()
-        if shared_batches:
-            for g in generators[1:]:
-                g.set_state(generators[0].get_state())
-        sums = runner.totals()
-        names = list(sums)
-        values = torch.stack([sums[n] for n in names]).tolist()  # one read-back per epoch
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        train_seconds = time.perf_counter() - t0
-        n = runner.seen
-        tests = evaluate_cohort(cohort, source, c0, device)
-        seconds = time.perf_counter() - t0
-        per_student = family.unpack(cohort)
-        cohort_params = dict(cohort.named_parameters())
-        for i, (config, run_id) in enumerate(zip(configs, ids)):
-            stats = {"loss": values[names.index("loss")][i] / n,
-                     **{name: values[names.index(name)][i] / n for name in state["active"][i]},
-                     "error": 100.0 * values[names.index("wrong")][i] / n}
-            bad = {key: v for key, v in stats.items() if not math.isfinite(v)}
-            if bad or not math.isfinite(tests[i]["test_loss"]):
-                raise TrainingError(f"{run_id} diverged at epoch {epoch + 1} (non-finite {bad or 'test loss'}) in a "
-                                    f"cohort of {k}; the records of epochs 1..{epoch} are kept in "
-                                    f"{store.run_dir(run_id)}")
-            store.append_metrics(run_id, epoch_row(epoch, lr, stats, tests[i], seconds, source.num_train /
-                                                   train_seconds, run_id, full_configs[i], environment))
-            students[i].load_state_dict(per_student[i])
-            member = _member_optimizer(students[i], config, device)
-            for name, p in students[i].named_parameters():
-                buf = optimizer.state.get(cohort_params[name], {}).get("momentum_buffer")
-                if buf is not None:
-                    member.state[p]["momentum_buffer"] = member_part(name, buf, k, i, family.indexed).detach().clone()
-            store.save_checkpoint(run_id, {"epoch": epoch + 1, "student": students[i].state_dict(),
-                                           "objective": objectives[i].state_dict(),
-                                           "optimizer": member.state_dict(), "rng": rng_state(generators[i], device)})
-        if progress:
-            errors = ", ".join(f"{c.method} {t['test_error']:.2f}%" for c, t in zip(configs, tests))
-            log(f"cohort of {k} epoch {epoch + 1}/{c0.epochs}: test error {errors}; "
-                f"{k * source.num_train / train_seconds:.0f} img/s in all")
-        deadline.check(f"cohort of {k} ({ids[0]}, ...)", time.perf_counter() - epoch_start, epoch + 1, c0.epochs)
-
-    records = {}
-    per_student = family.unpack(cohort)
-    for i, (config, run_id) in enumerate(zip(configs, ids)):
-        students[i].load_state_dict(per_student[i])
-        records[run_id] = finish_run(store, run_id, config, students[i].state_dict(),
-                                     count_parameters(students[i]), environment)
-        log(f"{run_id}: finished, test error {records[run_id]['test_error']:.2f}% (last epoch)")
-    return records
+    records = run_to_end(epochs(runs, store, start_epoch, log, progress))
+    return dict(zip(runs.ids, records))

@@ -16,7 +16,7 @@ from ..objective import TERMS, validate_spec
 from .store import make_run_id
 
 # Fields that say where/how a run executes, not what it computes: left out of the run id.
-RUNTIME_FIELDS = ("device", "data_root", "workers", "weights_dir", "teacher_store")
+RUNTIME_FIELDS = ("device", "data_root", "workers", "weights_dir", "teacher_store", "teacher_file")
 DATASETS = tuple(DATASET_NAMES) + tuple(FOLDER_KINDS)  # cifar10, sample | folder, cub, imagenet (image folders)
 PRECISIONS = ("fp32", "bf16")
 AUGMENTATIONS = ("crop+flip", "flip", "none")
@@ -68,6 +68,8 @@ class RunConfig:
     workers: int = 0                    # runtime: DataLoader worker processes (image folders only)
     weights_dir: str | None = None      # runtime: where "imagenet" weights files are looked up first
     teacher_store: str | None = None    # runtime: the results store holding the teacher run (None: the run's own)
+    teacher_file: str | None = None     # runtime: where a teacher given as a file lies (``teacher`` is then its
+                                        # content hash, "sha256:...": the same file anywhere is the same teacher)
 
     def __post_init__(self):
         for name in ("student", "teacher_arch"):  # torchvision:<model> -> torchvision:<model>@<its default nodes>

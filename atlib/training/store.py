@@ -21,7 +21,8 @@ JSON conventions: every JSON file and every metrics line ends with a newline.
 Non-finite floats (NaN, +inf, -inf) are written as ``null`` so the files stay
 valid JSON; tuples become lists, and numpy / torch scalars and arrays are
 converted with ``.tolist()``.  Anything else that JSON cannot represent raises
-:class:`StoreError` instead of being written.
+:class:`StoreError` instead of being written (``store_json``; the run ids come from there too, and the
+atomic writes from ``atomic_files``).
 
 Checkpoints and weights are loaded with ``torch.load(..., map_location="cpu",
 weights_only=True)``, so they may hold tensors, state dicts and plain Python
@@ -32,12 +33,8 @@ but not arbitrary pickled objects such as numpy arrays.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
-import math
 import os
-import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -46,6 +43,9 @@ import torch
 from torch import nn
 
 from ..models import model_from_state
+from .atomic_files import atomic_torch_save, atomic_write_bytes
+from .store_errors import CorruptCheckpointError, StoreError, first_line
+from .store_json import config_hash, dumps_line, dumps_pretty, gzip_metrics, make_run_id, slug
 
 __all__ = [
     "StoreError",
@@ -64,143 +64,6 @@ METRICS_GZ_FILE = "metrics.jsonl.gz"  # a finished run's metrics, compressed (co
 CHECKPOINT_FILE = "checkpoint.pt"
 WEIGHTS_FILE = "weights.pt"
 RECORD_FILE = "record.json"
-
-
-class StoreError(Exception):
-    """A results-store problem; the message is one line and names the path or run."""
-
-
-class CorruptCheckpointError(StoreError):
-    """A checkpoint or weights file exists but cannot be loaded."""
-
-
-# --------------------------------------------------------------------------- JSON
-
-
-def _to_jsonable(obj: Any, where: str = "$") -> Any:
-    """Return a copy of ``obj`` that ``json.dumps(..., allow_nan=False)`` accepts.
-
-    Non-finite floats become ``None``; tuples become lists; objects with a
-    ``tolist`` method (numpy / torch scalars and arrays) are converted first.
-    """
-    if obj is None or isinstance(obj, (bool, int, str)):
-        return obj
-    if isinstance(obj, float):
-        return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, Mapping):
-        out = {}
-        for key, value in obj.items():
-            if not isinstance(key, str):
-                raise StoreError(f"non-string key {key!r} at {where} is not allowed in stored JSON")
-            out[key] = _to_jsonable(value, f"{where}.{key}")
-        return out
-    if isinstance(obj, (list, tuple)):
-        return [_to_jsonable(v, f"{where}[{i}]") for i, v in enumerate(obj)]
-    tolist = getattr(obj, "tolist", None)
-    if callable(tolist):
-        return _to_jsonable(tolist(), where)
-    raise StoreError(f"value of type {type(obj).__name__} at {where} is not JSON-serialisable")
-
-
-def _dumps_pretty(obj: Any) -> bytes:
-    text = json.dumps(_to_jsonable(obj), indent=2, sort_keys=True, allow_nan=False)
-    return (text + "\n").encode("utf-8")
-
-
-def _dumps_line(obj: Any) -> bytes:
-    text = json.dumps(_to_jsonable(obj), allow_nan=False)
-    return (text + "\n").encode("utf-8")
-
-
-def gzip_metrics(data: bytes) -> bytes:
-    """Deterministic gzip (no timestamp): the same metrics give the same bytes."""
-    return gzip.compress(data, compresslevel=9, mtime=0)
-
-
-def _canonical(obj: Any) -> str:
-    return json.dumps(_to_jsonable(obj), sort_keys=True, separators=(",", ":"), allow_nan=False)
-
-
-def config_hash(config: dict) -> str:
-    """First 8 hex chars of the sha256 of the canonical JSON of ``config``.
-
-    Canonical JSON: ``sort_keys=True, separators=(",", ":")``, after the same
-    normalisation used when writing (so a config read back hashes the same).
-    """
-    return hashlib.sha256(_canonical(config).encode("utf-8")).hexdigest()[:8]
-
-
-_SLUG_BAD = re.compile(r"[^A-Za-z0-9._-]")
-_DASHES = re.compile(r"-{2,}")
-
-
-def slug(text: str) -> str:
-    """Keep ``[A-Za-z0-9._-]``, map anything else to '-', collapse '-' runs, strip '-'."""
-    return _DASHES.sub("-", _SLUG_BAD.sub("-", str(text))).strip("-")
-
-
-def make_run_id(config: dict, readable: str) -> str:
-    """``f"{slug(readable)}-{config_hash(config)}"`` (just the hash if the slug is empty)."""
-    s = slug(readable)
-    h = config_hash(config)
-    return f"{s}-{h}" if s else h
-
-
-# ------------------------------------------------------------------- atomic writes
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, write) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.chmod(tmp, 0o644)
-        except OSError:
-            pass
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same directory + fsync + os.replace."""
-    _atomic_write(Path(path), lambda f: f.write(data))
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to ``path`` atomically; on failure the old file is untouched."""
-    _atomic_write(Path(path), lambda f: torch.save(obj, f))
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    msg = lines[0].strip() if lines else ""
-    if len(msg) > 200:
-        msg = msg[:197] + "..."
-    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
 
 
 # --------------------------------------------------------------------------- store
@@ -251,7 +114,7 @@ class RunStore:
         try:
             return json.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as e:
-            raise StoreError(f"{what} {path} is not valid JSON ({_first_line(e)})") from None
+            raise StoreError(f"{what} {path} is not valid JSON ({first_line(e)})") from None
 
     def write_config(self, run_id: str, config: dict) -> None:
         """Create the run directory and write config.json.
@@ -260,7 +123,7 @@ class RunStore:
         normalisation); otherwise StoreError is raised and nothing is written.
         """
         path = self._path(run_id, CONFIG_FILE)
-        data = _dumps_pretty(config)
+        data = dumps_pretty(config)
         if path.exists():
             existing = self._read_json(path, "config")
             wanted = json.loads(data.decode("utf-8"))
@@ -284,7 +147,7 @@ class RunStore:
         return self._read_json(self._path(run_id, CONFIG_FILE), "config")
 
     def write_record(self, run_id: str, record: dict) -> None:
-        atomic_write_bytes(self._path(run_id, RECORD_FILE), _dumps_pretty(record))
+        atomic_write_bytes(self._path(run_id, RECORD_FILE), dumps_pretty(record))
 
     def read_record(self, run_id: str) -> dict | None:
         """The final record, or None if the run has not finished."""
@@ -302,7 +165,7 @@ class RunStore:
         can never be glued to the new row.
         """
         path = self._path(run_id, METRICS_FILE)
-        line = _dumps_line(row)
+        line = dumps_line(row)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "ab+") as f:
             size = f.seek(0, os.SEEK_END)
@@ -329,7 +192,7 @@ class RunStore:
             except FileNotFoundError:
                 return []
             except (OSError, EOFError) as e:
-                raise StoreError(f"metrics file {path} is corrupt ({_first_line(e)})") from None
+                raise StoreError(f"metrics file {path} is corrupt ({first_line(e)})") from None
         lines = [(i + 1, ln) for i, ln in enumerate(data.split(b"\n")) if ln.strip()]
         rows = []
         for k, (lineno, raw) in enumerate(lines):
@@ -340,7 +203,7 @@ class RunStore:
             except (UnicodeDecodeError, ValueError) as e:
                 if k == len(lines) - 1:
                     break  # truncated by a killed process
-                raise StoreError(f"metrics file {path} line {lineno} is corrupt ({_first_line(e)})") from None
+                raise StoreError(f"metrics file {path} line {lineno} is corrupt ({first_line(e)})") from None
             rows.append(row)
         return rows
 
@@ -355,7 +218,7 @@ class RunStore:
                 raise StoreError(f"metrics file {path} has a row without 'epoch'")
             if row["epoch"] <= epochs:
                 kept.append(row)
-        atomic_write_bytes(path, b"".join(_dumps_line(r) for r in kept))
+        atomic_write_bytes(path, b"".join(dumps_line(r) for r in kept))
 
     def compress_metrics(self, run_id: str) -> None:
         """A finished run's metrics as ``metrics.jsonl.gz`` (about 16x smaller: every line repeats the whole
@@ -372,7 +235,7 @@ class RunStore:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
             raise CorruptCheckpointError(
-                f"{what} {path} is corrupt or truncated ({_first_line(e)}){hint}"
+                f"{what} {path} is corrupt or truncated ({first_line(e)}){hint}"
             ) from e
 
     def save_checkpoint(self, run_id: str, state: dict) -> None:
