@@ -77,13 +77,14 @@ class Job:
 def jobs(settings: Settings) -> list[Job]:
     """Every run of the suite once, in value order: seed by seed, stage by stage, teachers first (students learn
     from the teacher of the first seed; a teacher's other seeds are Table 1's teacher column)."""
-    from .suite import config_for
+    from .suite import cell_runs
     settings.check_paper_suite("campaign")
     out, seen = [], set()
+    runs = {stage.name: cell_runs(stage.cells(), settings) for stage in STAGES}  # each run's config made once
     for seed in settings.seeds:
         for stage in STAGES:
             configs = [teacher_config(key, settings) for key in stage.teachers] if seed == settings.seeds[0] else []
-            configs += [config_for(cell, settings, seed) for cell in stage.cells()]
+            configs += [run.config for run in runs[stage.name] if run.seed == seed]
             for config in configs:
                 job = Job(stage.name, seed, config)
                 if job.run_id not in seen:

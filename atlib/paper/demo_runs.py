@@ -7,7 +7,7 @@ from ..training.store import RunStore
 from .grids import DEMO_COLUMNS, DEMO_ROW, Cell, cpu_demo
 from .grids import seeds_of as grid_seeds
 from .settings import Settings
-from .suite import run_id_for, teacher_config
+from .suite import cell_runs, teacher_config
 
 TEACHER = "wrn-16-2"
 STUDENT = "wrn-16-1"
@@ -34,16 +34,19 @@ def seeds_of(settings: Settings, column: str) -> list[int]:
     return grid_seeds(chosen[0], settings.seeds)
 
 
+def runs(settings: Settings) -> list:
+    """Every run of the demo (``suite.cell_runs`` of its grid), seed by seed, each seed in ``COLUMNS`` order."""
+    return sorted(cell_runs(cells(), settings), key=lambda run: run.seed)
+
+
 def jobs(settings: Settings) -> list[tuple[int, Cell]]:
-    """Every (seed, cell) of the demo, seed by seed, each seed in ``COLUMNS`` order."""
-    return [(seed, cell) for seed in settings.seeds for cell in cells() if seed in seeds_of(settings, cell.column)]
+    """Every (seed, cell) of the demo, in ``runs`` order."""
+    return [(run.seed, run.cell) for run in runs(settings)]
 
 
 def configs(settings: Settings) -> list:
-    """The ``RunConfig`` of every job (``jobs`` order): what another trainer (``atlib work``) should train for the
-    demo, with ``RUN_THREADS`` threads per run so that its numbers equal ``train``'s."""
-    from .suite import config_for
-    return [config_for(cell, settings, seed) for seed, cell in jobs(settings)]
+    """The ``RunConfig`` of every run (``runs`` order): what another trainer (``atlib work``) trains for the demo."""
+    return [run.config for run in runs(settings)]
 
 
 def check(settings: Settings) -> None:
@@ -61,7 +64,7 @@ def check(settings: Settings) -> None:
 def finished(settings: Settings) -> int:
     """How many of the demo's runs are finished in the store."""
     store = RunStore(settings.store_root)
-    return sum(store.status(run_id_for(cell, settings, seed)) == "finished" for seed, cell in jobs(settings))
+    return sum(store.status(run.run_id) == "finished" for run in runs(settings))
 
 
 def teacher_model(settings: Settings):

@@ -10,46 +10,45 @@ from ..training.provenance import segments
 from ..training.store import RunStore
 from .grids import Cell
 from .settings import Settings
-from .suite import run_id_for
+from .suite import cell_runs
 from .summary import fmt_number, run_progress
 
 
 def provenance_rows(cells: Sequence[Cell], settings: Settings) -> list[dict]:
     """Where, when and how each finished run behind ``cells`` was trained (one row per run)."""
     store, rows, seen = RunStore(settings.store_root), [], {}
-    for cell in cells:
-        for seed in settings.seeds:
-            run_id = run_id_for(cell, settings, seed)
-            if run_id in seen:
-                seen[run_id]["cells"].append(_where(cell))
-                continue
-            if store.status(run_id) != "finished":
-                continue
-            record = store.read_record(run_id)
-            env = record.get("environment", {})
-            rate = record.get("images_per_s")
-            if rate is None:  # records before 2026-12-05: the median epoch, as finish_run computes it now
-                rates = [m["images_per_s"] for m in store.read_metrics(run_id)]
-                rate = statistics.median(rates) if rates else None
-            if "cohort" in env:
-                how = f"cohort of {env['cohort']['size']}"
-            elif env.get("concurrent_runs", 1) > 1:
-                how = f"{env['concurrent_runs']} concurrent"
-            else:
-                how = "single"
-            graph = "graph" if env.get("cuda_graph") else "eager"
-            layout = "NHWC" if env.get("channels_last") else "NCHW"
-            precision = env.get("precision", record.get("config", {}).get("precision", "-"))
-            if env.get("tf32_conv") is not None and env.get("device") == "cuda":
-                precision += " (TF32 convs)" if env["tf32_conv"] else " (no TF32)"
-            row = {"cells": [_where(cell)], "run_id": run_id,
-                   "test_error": record.get("test_error"), "device": env.get("device_name", env.get("device", "-")),
-                   "torch": env.get("torch", "-"), "cuda": env.get("cuda") or "-", "cudnn": env.get("cudnn") or "-",
-                   "precision": precision, "commit": env.get("commit", "not recorded"),
-                   "finished": record.get("finished_at", "-"), "seconds": record.get("train_seconds"),
-                   "images_per_s": rate, "how": f"{how}, {graph}, {layout}"}
-            seen[run_id] = row
-            rows.append(row)
+    for run in cell_runs(cells, settings):
+        cell, run_id = run.cell, run.run_id
+        if run_id in seen:
+            seen[run_id]["cells"].append(_where(cell))
+            continue
+        if store.status(run_id) != "finished":
+            continue
+        record = store.read_record(run_id)
+        env = record.get("environment", {})
+        rate = record.get("images_per_s")
+        if rate is None:  # records before 2026-12-05: the median epoch, as finish_run computes it now
+            rates = [m["images_per_s"] for m in store.read_metrics(run_id)]
+            rate = statistics.median(rates) if rates else None
+        if "cohort" in env:
+            how = f"cohort of {env['cohort']['size']}"
+        elif env.get("concurrent_runs", 1) > 1:
+            how = f"{env['concurrent_runs']} concurrent"
+        else:
+            how = "single"
+        graph = "graph" if env.get("cuda_graph") else "eager"
+        layout = "NHWC" if env.get("channels_last") else "NCHW"
+        precision = env.get("precision", record.get("config", {}).get("precision", "-"))
+        if env.get("tf32_conv") is not None and env.get("device") == "cuda":
+            precision += " (TF32 convs)" if env["tf32_conv"] else " (no TF32)"
+        row = {"cells": [_where(cell)], "run_id": run_id,
+               "test_error": record.get("test_error"), "device": env.get("device_name", env.get("device", "-")),
+               "torch": env.get("torch", "-"), "cuda": env.get("cuda") or "-", "cudnn": env.get("cudnn") or "-",
+               "precision": precision, "commit": env.get("commit", "not recorded"),
+               "finished": record.get("finished_at", "-"), "seconds": record.get("train_seconds"),
+               "images_per_s": rate, "how": f"{how}, {graph}, {layout}"}
+        seen[run_id] = row
+        rows.append(row)
     return rows
 
 
@@ -77,16 +76,15 @@ def provenance_markdown(rows: list[dict]) -> str:
 def segment_rows(cells: Sequence[Cell], settings: Settings) -> list[dict]:
     """Which epochs of each run (finished or in progress) ran where: one row per ``provenance.segments`` stretch."""
     store, out, seen = RunStore(settings.store_root), [], set()
-    for cell in cells:
-        for seed in settings.seeds:
-            run_id = run_id_for(cell, settings, seed)
-            status, epochs = run_progress(store, run_id)
-            if run_id in seen or status == "not run yet":
-                continue
-            seen.add(run_id)
-            rows = store.read_metrics(run_id)
-            rows = rows if status == "finished" else rows[:epochs]
-            out += [{"run_id": run_id, "status": status, **seg} for seg in segments(rows)]
+    for run in cell_runs(cells, settings):
+        run_id = run.run_id
+        status, epochs = run_progress(store, run_id)
+        if run_id in seen or status == "not run yet":
+            continue
+        seen.add(run_id)
+        rows = store.read_metrics(run_id)
+        rows = rows if status == "finished" else rows[:epochs]
+        out += [{"run_id": run_id, "status": status, **seg} for seg in segments(rows)]
     return out
 
 

@@ -26,7 +26,7 @@ from .grids import TABLE_TITLES, Cell
 from .headline import HEADLINE_COLUMNS, headline, headline_markdown
 from .provenance_tables import provenance_markdown, provenance_rows, segment_rows, segments_markdown
 from .settings import Settings
-from .suite import run_id_for
+from .suite import cell_runs, run_id_for  # run_id_for: re-exported (report.run_id_for)
 from .summary import SUMMARY_COLUMNS, collect, current_error, markdown_table, run_progress, summarize
 from .verdicts import claims, claims_markdown
 
@@ -37,27 +37,25 @@ def missing_runs(cells: Sequence[Cell], settings: Settings) -> list[dict]:
     command that trains it, its estimated GPU seconds (None: nothing comparable measured) and whether its teacher
     is missing too."""
     from ..training.command import train_command
-    from .suite import config_for, teacher_config
+    from .suite import teacher_config
     from .plan import measured_rates, run_seconds
     store, rates, out, seen = RunStore(settings.store_root), measured_rates(), [], set()
-    for cell in cells:
-        for seed in settings.seeds:
-            config = config_for(cell, settings, seed)
-            run_id = config.run_id(teacher_label=config.teacher_arch)
-            status, epochs = run_progress(store, run_id)
-            if status == "finished" or run_id in seen:
-                continue
-            seen.add(run_id)
-            seconds, approximate = run_seconds(config, rates)
-            if seconds is not None and status == "in progress":
-                seconds *= 1 - epochs / config.epochs
-            teacher = teacher_config(cell.teacher, settings) if cell.teacher else None
-            out.append({"label": f"{cell.row} | {cell.column}" + (f" (seed {seed})" if len(settings.seeds) > 1
-                                                                  else ""),
-                        "run_id": run_id, "status": status, "epochs": epochs, "of": config.epochs,
-                        "command": train_command(config, settings.store_root), "seconds": seconds,
-                        "approximate": approximate,
-                        "teacher_missing": teacher is not None and store.status(teacher.run_id()) != "finished"})
+    for run in cell_runs(cells, settings):
+        cell, config, run_id = run.cell, run.config, run.run_id
+        status, epochs = run_progress(store, run_id)
+        if status == "finished" or run_id in seen:
+            continue
+        seen.add(run_id)
+        seconds, approximate = run_seconds(config, rates)
+        if seconds is not None and status == "in progress":
+            seconds *= 1 - epochs / config.epochs
+        teacher = teacher_config(cell.teacher, settings) if cell.teacher else None
+        out.append({"label": f"{cell.row} | {cell.column}" + (f" (seed {run.seed})" if len(settings.seeds) > 1
+                                                              else ""),
+                    "run_id": run_id, "status": status, "epochs": epochs, "of": config.epochs,
+                    "command": train_command(config, settings.store_root), "seconds": seconds,
+                    "approximate": approximate,
+                    "teacher_missing": teacher is not None and store.status(teacher.run_id()) != "finished"})
     return out
 
 
@@ -116,7 +114,7 @@ def write_report(settings: Settings, tables: dict[str, Path], figures: dict[str,
     from .grids import TABLES, teacher_cells
     root = settings.root
     cells = [c for grid in TABLES.values() for c in grid()] + teacher_cells()
-    runs = {run_id_for(c, settings, seed) for c in cells for seed in settings.seeds}
+    runs = {run.run_id for run in cell_runs(cells, settings)}
     store = RunStore(settings.store_root)
     done = sum(store.status(r) == "finished" for r in runs)
     lines = []

@@ -15,7 +15,7 @@ from ..training.config import RunConfig
 from ..training.store import RunStore
 from .grids import Cell
 from .settings import Settings
-from .suite import check_borrowed_teachers, data_available, run_id_for, suite_jobs
+from .suite import cell_runs, check_borrowed_teachers, data_available, suite_jobs
 
 logger = logging.getLogger(__name__)
 
@@ -147,12 +147,12 @@ def run_cells(cells: Iterable[Cell], settings: Settings, log: Callable[[str], No
                 records[run_id] = record
                 log(f"  {run_id}: test error {record['test_error']:.2f}%")
             done += len(ids)
-    return [records[run_id_for(cell, settings, seed)] for cell in cells for seed in settings.seeds]
+    return [records[run.run_id] for run in cell_runs(cells, settings)]
 
 
 def _stored_records(cells: list[Cell], settings: Settings, log: Callable[[str], None]) -> list[dict | None]:
     store = RunStore(settings.store_root)
-    ids = [run_id_for(cell, settings, seed) for cell in cells for seed in settings.seeds]
+    ids = [run.run_id for run in cell_runs(cells, settings)]
     records = [store.read_record(i) if store.status(i) == "finished" else None for i in ids]
     missing = sum(r is None for r in records)
     if missing:

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterable
 
 from ..methods import method_terms
@@ -68,6 +69,25 @@ def _config(student, method, options, teacher, teacher_arch, protocol, data, set
                      precision=settings.precision, device=settings.device, **where, **protocol_fields)
 
 
+@dataclass(frozen=True)
+class CellRun:
+    """One run of a cell: the cell, the seed and the run's configuration."""
+    cell: Cell
+    seed: int
+    config: RunConfig
+
+    @property
+    def run_id(self) -> str:
+        return self.config.run_id(teacher_label=self.config.teacher_arch)
+
+
+def cell_runs(cells: Iterable[Cell], settings: Settings) -> list[CellRun]:
+    """Every run behind ``cells``, cell by cell, each at its seeds of the profile (``grids.seeds_of``): the one place
+    where a profile's cells become runs (workers, campaign, schedule, report, tables and the demo read this list)."""
+    return [CellRun(cell, seed, config_for(cell, settings, seed)) for cell in cells
+            for seed in seeds_of(cell, settings.seeds)]
+
+
 def run_id_for(cell: Cell, settings: Settings, seed: int) -> str:
     config = config_for(cell, settings, seed)
     return config.run_id(teacher_label=config.teacher_arch)
@@ -88,8 +108,7 @@ def suite_jobs(cells: Iterable[Cell], settings: Settings) -> tuple[list[RunConfi
         if cell.teacher is not None and cell.teacher not in keys and settings.teachers_from is None:
             keys.append(cell.teacher)
     teachers = _unique([teacher_config(key, settings) for key in keys])
-    runs = _unique(teachers + [config_for(cell, settings, seed) for cell in cells
-                               for seed in seeds_of(cell, settings.seeds)])
+    runs = _unique(teachers + [run.config for run in cell_runs(cells, settings)])
     # a teacher's other seeds (Table 1's teacher column) train beside it, in its cohort where it has one
     as_teacher = [{**t.identity(), "seed": None} for t in teachers]
     first = [c for c in runs if {**c.identity(), "seed": None} in as_teacher]

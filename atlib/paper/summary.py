@@ -16,7 +16,7 @@ import pandas as pd
 from ..training.store import RunStore, StoreError
 from .grids import Cell
 from .settings import Settings
-from .suite import run_id_for
+from .suite import cell_runs
 
 SUMMARY_COLUMNS = ["row", "column", "ours_median", "n", "ours_min", "ours_max", "paper", "ours_minus_paper",
                    "status"]
@@ -34,16 +34,15 @@ def collect(cells: Iterable[Cell], settings: Settings) -> pd.DataFrame:
     status and epochs done."""
     store = RunStore(settings.store_root)
     rows = []
-    for cell in cells:
-        for seed in settings.seeds:
-            run_id = run_id_for(cell, settings, seed)
-            status, epochs = run_progress(store, run_id)
-            record = store.read_record(run_id) if status == "finished" else None
-            value = math.nan if record is None else record.get(cell.metric, math.nan)
-            now, of = current_error(store, run_id, epochs) if status == "in progress" else (math.nan, None)
-            rows.append({"table": cell.table, "row": cell.row, "column": cell.column, "paper": cell.paper,
-                         "seed": seed, "run_id": run_id, "test_error": value, "status": status,
-                         "epochs": epochs, "of": of, "now": now})
+    for run in cell_runs(cells, settings):
+        cell, run_id = run.cell, run.run_id
+        status, epochs = run_progress(store, run_id)
+        record = store.read_record(run_id) if status == "finished" else None
+        value = math.nan if record is None else record.get(cell.metric, math.nan)
+        now, of = current_error(store, run_id, epochs) if status == "in progress" else (math.nan, None)
+        rows.append({"table": cell.table, "row": cell.row, "column": cell.column, "paper": cell.paper,
+                     "seed": run.seed, "run_id": run_id, "test_error": value, "status": status,
+                     "epochs": epochs, "of": of, "now": now})
     return pd.DataFrame(rows)
 
 
