@@ -101,11 +101,12 @@ def test_one_campaign_per_store_and_stale_state(tmp_path):
                                                            "nice": 19, "profile": str(profile), "log": "x"}))
     assert "stale state" in atlib("campaign", "status", "--profile", str(profile)).stdout
     try:
-        out = atlib("campaign", "start", "--profile", str(profile), "--deadline", "60", "--lanes", "1", "--nice", "0").stdout
+        # a deadline far enough off that a loaded machine cannot reach it before the checks below (stop ends it)
+        out = atlib("campaign", "start", "--profile", str(profile), "--deadline", "900", "--lanes", "1", "--nice", "0").stdout
         pid = background.read_state(settings)["pids"][0]
         assert f"pid {pid}" in out and pid != gone.pid
         assert f"took over a stale campaign.json: pids {gone.pid} gone" in background.log_path(settings).read_text()
-        second = atlib("campaign", "start", "--profile", str(profile), "--deadline", "60", check=False)
+        second = atlib("campaign", "start", "--profile", str(profile), "--deadline", "900", check=False)
         assert second.returncode == 2
         assert second.stderr.count("\n") == 1 and f"already running" in second.stderr and str(pid) in second.stderr
         assert background.alive(pid)
