@@ -303,3 +303,11 @@ def test_import_only_moves_runs_forward(filled, tmp_path, fake_clock):
     before = snapshot(Path(settings.results_dir))
     _, again = packs.import_pack(old_parts, settings.results_dir)  # an older pack moves nothing back
     assert again.added == [] and snapshot(Path(settings.results_dir)) == before
+
+
+def test_one_slow_epoch_does_not_stop_a_run_that_has_time_for_more():
+    """The next epoch is estimated from the median of the last three: one epoch slowed by other work is ignored,
+    two in a row are not."""
+    assert deadline.next_epoch_seconds([5.0]) == 5.0
+    assert deadline.next_epoch_seconds([10.0, 10.0, 10.0, 100.0]) == 10.0
+    assert deadline.next_epoch_seconds([10.0, 10.0, 100.0, 100.0]) == 100.0

@@ -187,7 +187,12 @@ def test_tiny_demo_trains_resumes_and_reports(tmp_path):
     assert demo.finished(settings) == 0
     records = demo.train(settings, log=logged.append)
     assert demo.finished(settings) == 8
-    assert len(records) == 8 and [line.split()[2] for line in logged] == ["student", "AT", "KD", "AT+KD"] * 2
+    # a seed's runs with the teacher train first, together on shared batches; then its student
+    assert len(records) == 8 and [line.split()[2] for line in logged] == ["AT", "KD", "AT+KD", "student"] * 2
+    taught = [r for r in records if "_from-" in r["run_id"]]
+    assert all(r["environment"]["shared_batches"] == [t["run_id"] for t in taught if t["config"]["seed"] ==
+                                                      r["config"]["seed"]] for r in taught)
+    assert all("shared_batches" not in r["environment"] for r in records if r not in taught)
     assert all(r["environment"]["channels_last"] and r["environment"]["threads"] == 1 for r in records)
     store = RunStore(settings.store_root)
     for r in records:

@@ -230,17 +230,12 @@ def run(settings: Settings, seconds: float, log: Callable[[str], None] = logger.
                 log(stopped)
                 break
             finally:
-                longest_epoch = max([longest_epoch] + [_last_epoch_seconds(store, i) for i in ids])
+                longest_epoch = max([longest_epoch] + [store.last_epoch_seconds(i) for i in ids])
             for run_id, record in zip(ids, records):
                 finished.append((run_id, record["test_error"]))
         else:
             stopped = "every run of the suite is finished" if todo else stopped
     return _outcome(settings, store, finished, stopped)
-
-
-def _last_epoch_seconds(store: RunStore, run_id: str) -> float:
-    rows = store.read_metrics(run_id)
-    return float(rows[-1]["seconds"]) if rows else 0.0
 
 
 def status(settings: Settings) -> Outcome:

@@ -87,10 +87,14 @@ def write_report(settings: Settings, table_md: Path, figures: dict[str, Path | N
     trained = [r for r in rows if r["seconds"] is not None]
     if trained:
         final = sum(_final_seconds(settings, r["run_id"]) for r in trained)
-        lines += [f"Training these {len(trained)} runs took {sum(r['seconds'] for r in trained) / 60:.1f} minutes "
-                  f"of run time in all (their records' wall time, each epoch's evaluation included"
+        jobs_seconds = _job_seconds(settings, [r["run_id"] for r in trained])
+        together = "" if len(jobs_seconds) == len(trained) else \
+            f" as {len(jobs_seconds)} jobs (the runs of a seed that learn from the teacher trained together, on " \
+            f"shared batches, and count once)"
+        lines += [f"Training these {len(trained)} runs took {sum(jobs_seconds) / 60:.1f} minutes of run time in "
+                  f"all{together} (their records' wall time, each epoch's evaluation included"
                   + (f"; the final evaluations on the CIFAR-10 test set {final / 60:.1f} more" if final else "")
-                  + "; runs that trained side by side overlap)." + _this_call(seconds, trained_now, len(trained))
+                  + "; jobs that trained side by side overlap)." + _this_call(seconds, trained_now, len(trained))
                   + (" " + training_note(settings) if training_note(settings) else ""), ""]
     lines += ["## Where each run was trained", "", provenance_markdown(rows), ""]
     lines += ["## Figures", ""]
@@ -111,6 +115,19 @@ def _provenance(settings: Settings) -> list[dict]:
         one = Settings(**{**settings.__dict__, "seeds": [seed]})
         rows += provenance_rows([cell], one)
     return rows
+
+
+def _job_seconds(settings: Settings, run_ids: list[str]) -> list[float]:
+    """The wall time of each training job of ``run_ids``: a run alone, or runs that shared their batches (their
+    records say with whom, and each carries the group's time)."""
+    store, seen, out = RunStore(settings.store_root), set(), []
+    for run_id in run_ids:
+        record = store.read_record(run_id)
+        group = tuple(record.get("environment", {}).get("shared_batches") or [run_id])
+        if group not in seen:
+            seen.add(group)
+            out.append(record.get("train_seconds", 0.0))
+    return out
 
 
 def _final_seconds(settings: Settings, run_id: str) -> float:

@@ -78,16 +78,17 @@ def torch_threads(n: int):
         torch.set_num_threads(before)
 
 
-def evaluate_images(model, data) -> dict:
+def evaluate_images(model, data, batch_size: int = 1000) -> dict:
     """Test loss and top-1 error (%) of an eval-mode ``model`` on ``data`` (an ``ImageSet``), on the CPU with
-    channels-last activations, as the engine evaluates each epoch."""
+    channels-last activations, in batches of ``batch_size`` (the run's ``eval_batch_size``), as the engine evaluates
+    each epoch."""
     import torch
     from torch import nn
     from ..data import eval_batches
     model = model.eval().to(memory_format=torch.channels_last)
     loss, wrong = 0.0, 0
     with torch.no_grad():
-        for x, y in eval_batches(data, 1000, "cpu", torch.channels_last):
+        for x, y in eval_batches(data, batch_size, "cpu", torch.channels_last):
             logits, _ = model(x)
             loss += float(nn.functional.cross_entropy(logits.double(), y, reduction="sum"))
             wrong += int((logits.argmax(1) != y).sum())
@@ -105,7 +106,7 @@ def evaluate_final(store_root: str | Path, run_id: str, data_root: str | Path, i
         model = store.load_model(run_id)
         out = {"run_id": run_id, "test_set": "CIFAR-10 test set" + ("" if images == CIFAR_TEST_IMAGES else
                                                                       f", first {images:,} images"),
-               **evaluate_images(model, data)}
+               **evaluate_images(model, data, store.read_config(run_id).get("eval_batch_size", 1000))}
     out["seconds"] = round(time.perf_counter() - t0, 2)
     atomic_write_bytes(store.run_dir(run_id) / FINAL_TEST_FILE,
                        (json.dumps(out, indent=2, sort_keys=True) + "\n").encode())

@@ -19,27 +19,45 @@ from .suite import run_id_for
 
 logger = logging.getLogger(__name__)
 
-def _train_job(config, store_root: str, concurrent: int, final: tuple[str, int] | None, channels_last: bool | None,
+def _train_job(configs, store_root: str, concurrent: int, final: tuple[str, int] | None, channels_last: bool | None,
                progress: bool = False):
-    """Train one run on one thread (in a worker process, or in this one), then evaluate its final weights on the
-    CIFAR-10 test set (``final``: data root and image count; None: no data root). Returns (record, final result)."""
-    from ..training.engine import resolve_device, run_to_end, train_steps
-    from ..training.engine import train as train_run
-    device = resolve_device(config.device)
+    """Train the runs ``configs`` of one seed on one thread (in a worker process, or in this one), side by side on
+    shared batches when there are several (``shared_batches``: each teacher pass made once; each run's numbers are
+    those of training it alone), then evaluate each one's final weights on the CIFAR-10 test set (``final``: data
+    root and image count; None: no data root). Returns [(record, final result)] in ``configs`` order."""
+    from ..training.engine import resolve_device
+    from ..training.shared_batches import train_shared, train_shared_steps
+    from ..training.loop import run_to_end
+    device = resolve_device(configs[0].device)
     with torch_threads(RUN_THREADS) if device.type == "cpu" else contextlib.nullcontext():
         if device.type == "cpu":
-            record = run_to_end(train_steps(config, Path(store_root), progress, False, None, device,
-                                            channels_last=channels_last, concurrent=concurrent))
+            records = run_to_end(train_shared_steps(configs, Path(store_root), progress, False, None, device,
+                                                    channels_last=channels_last, concurrent=concurrent))
         else:
-            record = train_run(config, results=store_root, progress=progress, log=None, channels_last=channels_last)
+            records = train_shared(configs, results=store_root, progress=progress, channels_last=channels_last)
     store = RunStore(store_root)
-    if (store.run_dir(record["run_id"]) / "metrics.jsonl").is_file():
-        store.compress_metrics(record["run_id"])  # committed runs keep their metrics compressed
-    result = None
-    if final is not None:
-        result = stored_final(store, record["run_id"], final[1]) or \
-            evaluate_final(store_root, record["run_id"], final[0], final[1])
-    return record, result
+    out = []
+    for record in records:
+        if (store.run_dir(record["run_id"]) / "metrics.jsonl").is_file():
+            store.compress_metrics(record["run_id"])  # committed runs keep their metrics compressed
+        result = None
+        if final is not None:
+            result = stored_final(store, record["run_id"], final[1]) or \
+                evaluate_final(store_root, record["run_id"], final[0], final[1])
+        out.append((record, result))
+    return out
+
+
+def job_groups(todo: list, indices: list[int]) -> list[list[int]]:
+    """The runs ``indices`` (of ``todo``'s (seed, cell)) as jobs, seed by seed: the runs of a seed that learn from a
+    teacher together (they share batches and teacher passes), then that seed's student alone, so the demo ends on a
+    short job rather than with one process idle while the other trains a long one."""
+    groups = []
+    for seed in sorted({todo[i][0] for i in indices}):
+        of_seed = [i for i in indices if todo[i][0] == seed]
+        taught = [i for i in of_seed if todo[i][1].teacher is not None]
+        groups += ([taught] if taught else []) + [[i] for i in of_seed if i not in taught]
+    return groups
 
 
 def _worker_init() -> None:
@@ -50,10 +68,11 @@ def _worker_init() -> None:
 def train(settings: Settings, log=logger.info) -> list[dict | None]:
     """Train (or load, or resume) the demo's runs seed by seed (``jobs``: student, AT, KD, AT+KD of one seed before
     the next seed), so an interrupted demo has whole seeds first, and evaluate each on the CIFAR-10 test set where a
-    data root holds it. ``settings.concurrent`` runs train at once, each in its own process; every run (also one at a
-    time) uses one CPU thread, so its numbers do not depend on ``concurrent``: two such runs side by side measured
-    1.25x the throughput of one run on two threads, and a one-thread run does not stall when other processes load
-    the CPU. Where ``settings.trains_missing()`` is false only the finished runs are returned (None for the others).
+    data root holds it. A seed's runs with the teacher train as one job on shared batches (``job_groups``), each
+    teacher pass made once for the three. ``settings.concurrent`` jobs train at once, each in its own process; every
+    job (also one at a time) uses one CPU thread, so its numbers do not depend on ``concurrent``: two such runs side
+    by side measured 1.25x the throughput of one run on two threads, and a one-thread run does not stall when other
+    processes load the CPU. Where ``settings.trains_missing()`` is false only the finished runs are returned (None for the others).
     Records in ``jobs`` order."""
     check(settings)
     todo = jobs(settings)
@@ -70,7 +89,8 @@ def train(settings: Settings, log=logger.info) -> list[dict | None]:
     final = None if root is None else (str(root), final_images(settings))
     run_configs = configs(settings)
     missing = [n for n, i in enumerate(ids) if store.status(i) != "finished"]
-    k = min(settings.concurrent, max(1, len(missing)))
+    groups = job_groups(todo, missing)
+    k = min(settings.concurrent, max(1, len(groups)))
     started, load = time.time(), [_loadavg()]
     records: list[dict | None] = [None] * len(todo)
 
@@ -82,25 +102,24 @@ def train(settings: Settings, log=logger.info) -> list[dict | None]:
         log(f"seed {seed} {cell.column:8s} {record['run_id']}: test error {record['test_error']:.2f}% on "
             f"{test_images_words(settings)}{on} ({record.get('train_seconds', 0):.0f} s)")
 
+    for index in [i for i in range(len(run_configs)) if i not in missing]:  # finished: loaded here, in order
+        done(index, *_train_job([run_configs[index]], str(settings.store_root), k, final, settings.channels_last)[0])
     if k == 1:
-        for index, config in enumerate(run_configs):
-            done(index, *_train_job(config, str(settings.store_root), 1, final, settings.channels_last,
-                                    settings.progress))
+        for group in groups:
+            for index, result in zip(group, _train_job([run_configs[i] for i in group], str(settings.store_root), 1,
+                                                       final, settings.channels_last, settings.progress)):
+                done(index, *result)
     else:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
-        for index in [i for i in range(len(run_configs)) if i not in missing]:  # finished: loaded here, in order
-            done(index, *_train_job(run_configs[index], str(settings.store_root), k, final, settings.channels_last))
         with ProcessPoolExecutor(k, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_worker_init) as pool:
-            # seed by seed, each seed's student last: the demo ends on a short run, not with one process idle
-            # while the other trains a long one
-            order = sorted(missing, key=lambda i: (todo[i][0], todo[i][1].column == "student"))
-            futures = {pool.submit(_train_job, run_configs[i], str(settings.store_root), k, final,
-                                   settings.channels_last): i for i in order}
+            futures = {pool.submit(_train_job, [run_configs[i] for i in group], str(settings.store_root), k, final,
+                                   settings.channels_last): group for group in groups}
             try:
                 for future in as_completed(futures):
-                    done(futures[future], *future.result())
+                    for index, result in zip(futures[future], future.result()):
+                        done(index, *result)
             except BaseException:  # a failed run (or an interrupt): the runs not started yet are not started
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise

@@ -29,6 +29,7 @@ class Settings:
     dataset: str = "sample"
     epochs: int | None = None     # None: each protocol's own length (200 CIFAR, 40 fine-tuning, 100 ImageNet)
     batch_size: int | None = None  # None: each protocol's own (128 CIFAR, 64 fine-tuning, 256 ImageNet)
+    eval_batch_size: int | None = None  # None: each protocol's own (1000 CIFAR); the test's batches, not training's
     image_size: int | None = None  # image folders only; None: 224
     seeds: list[int] = field(default_factory=lambda: [0])
     train_subset: int | None = None

@@ -52,6 +52,8 @@ def _config(student, method, options, teacher, teacher_arch, protocol, data, set
     full_epochs, milestones = protocol_fields.pop("epochs"), protocol_fields.pop("milestones")
     if settings.batch_size is not None:
         protocol_fields["batch_size"] = settings.batch_size
+    if settings.eval_batch_size is not None:
+        protocol_fields["eval_batch_size"] = settings.eval_batch_size
     epochs = settings.epochs or full_epochs
     at_from_start = options.pop("at_from_start", False)
     terms = method_terms(method, **options)

@@ -106,18 +106,10 @@ def _work(settings, name, stale_after, heartbeat, poll, log, store, jobs, ids, c
                     logger.error(f"{name}: {run_id} failed ({failed[run_id]}); going on with the others")
                     continue
                 finally:
-                    longest_epoch = max(longest_epoch, _last_epoch_seconds(store, run_id))
+                    longest_epoch = max(longest_epoch, store.last_epoch_seconds(run_id))
                 mine.append(run_id)
                 log(f"{name}: finished {run_id}: test error {record['test_error']:.2f}%")
             trained = True
             break  # look again from the top: teachers first
         if not trained:
             time.sleep(poll)
-
-
-def _last_epoch_seconds(store: RunStore, run_id: str) -> float:
-    try:
-        rows = store.read_metrics(run_id)
-    except (OSError, ValueError):
-        return 0.0
-    return float(rows[-1]["seconds"]) if rows else 0.0

@@ -197,6 +197,14 @@ class CohortRuns:
         use_graph, log = self.runner_args
         self.runner = StepRunner(body, self.device, use_graph, log=log)
 
+    @property
+    def optimizers(self) -> list:
+        return [self.optimizer]
+
+    @property
+    def runners(self) -> list[StepRunner]:
+        return [self.runner]
+
     def set_epoch(self, epoch: int) -> tuple:
         self.state["epoch"] = epoch
         for objective in self.objectives:

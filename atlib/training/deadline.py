@@ -3,15 +3,16 @@
     with epoch_deadline(clock() + 500):
         train(config)          # raises DeadlineReached after the last epoch that ends before the deadline
 
-The engine and the cohort trainer call ``check`` right after an epoch's checkpoint is written, with how long that
-epoch took: when another epoch of the same length would end after the deadline, training stops there, and every
-run keeps a checkpoint of a whole epoch (resumable, nothing lost). Outside ``epoch_deadline`` ``check`` does
+The epoch loop calls ``check`` right after an epoch's checkpoint is written, with how long an epoch takes
+(``next_epoch_seconds``): when another epoch of that length would end after the deadline, training stops there, and
+every run keeps a checkpoint of a whole epoch (resumable, nothing lost). Outside ``epoch_deadline`` ``check`` does
 nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import statistics
 import time
 
 _deadline: float | None = None  # clock() by which the last epoch must end; None: no deadline
@@ -36,6 +37,12 @@ def epoch_deadline(at: float | None):
 
 def seconds_left() -> float | None:
     return None if _deadline is None else _deadline - clock()
+
+
+def next_epoch_seconds(durations: list[float]) -> float:
+    """How long the next epoch will take: the median of the last three epochs' wall times, so that one epoch slowed by
+    other work on the machine does not stop a run that has time for more (two slow ones in a row do)."""
+    return statistics.median(durations[-3:])
 
 
 def check(what: str, epoch_seconds: float, epochs_done: int, epochs: int) -> None:

@@ -36,7 +36,7 @@ from .steps import StepRunner
 from .store import RunStore
 from .teachers import load_teacher, prepare, teacher_on_device
 
-__all__ = ["EPOCH", "STEP", "SingleRun", "TrainingError", "build_student", "compile_models", "evaluate",
+__all__ = ["EPOCH", "STEP", "SingleRun", "TrainingError", "build_run", "build_student", "compile_models", "evaluate",
            "load_teacher", "make_optimizer", "make_step", "prepare", "progress_bar", "resolve_device", "run_to_end",
            "train", "train_epoch_steps", "train_steps"]
 
@@ -84,18 +84,24 @@ def make_step(student: nn.Module, teacher: nn.Module | None, objective: Objectiv
     return body
 
 
-def train_epoch_steps(runner: StepRunner, batches, device: torch.device, bar=None, ctx: Dist = Dist()):
-    """One epoch of SGD over ``batches`` through ``runner`` as a generator: yields ``STEP`` after each step and
-    returns mean train loss, train error (%) and the mean of every term and detail (over all processes)."""
-    runner.reset()
-    for x, y in batches:
-        runner(x, y)
+def train_epoch_steps(runners: list[StepRunner], batches, device: torch.device, bar=None, ctx: Dist = Dist()):
+    """One epoch of SGD over ``batches`` as a generator, each batch through every runner in turn (one per run; several
+    when runs share their batches): yields ``STEP`` after each batch and returns, per runner, the mean train loss,
+    train error (%) and the mean of every term and detail (over all processes)."""
+    for runner in runners:
+        runner.reset()
+    for step, (x, y) in enumerate(batches):
+        for runner in runners:
+            runner(x, y)
         if bar is not None:
-            b = y.shape[0] * ctx.world_size
-            bar.update(b)
-            if bar.n // b % 10 == 1 and "loss" in runner.sums:  # every 10 batches: reading waits for the device
-                bar.set_postfix(loss=f"{runner.sums['loss'].item() / runner.seen:.4f}", refresh=False)
+            bar.update(y.shape[0] * ctx.world_size * len(runners))
+            if step % 10 == 0 and "loss" in runners[0].sums:  # every 10 batches: reading waits for the device
+                bar.set_postfix(loss=f"{runners[0].sums['loss'].item() / runners[0].seen:.4f}", refresh=False)
         yield STEP
+    return [_epoch_means(runner, device, ctx) for runner in runners]
+
+
+def _epoch_means(runner: StepRunner, device: torch.device, ctx: Dist) -> dict:
     sums = runner.totals()
     names = [n for n in sums if n != "wrong"]
     seen = torch.tensor(float(runner.seen), dtype=torch.float64, device=device)
@@ -136,6 +142,14 @@ class SingleRun:
         self.runner = StepRunner(make_step(self.model, teacher, objective, self.optimizer, config, device, ctx),
                                  device, use_graph, log=log)
 
+    @property
+    def optimizers(self) -> list:
+        return [self.optimizer]
+
+    @property
+    def runners(self) -> list[StepRunner]:
+        return [self.runner]
+
     def resume(self, checkpoint: dict) -> int:
         """Load a checkpoint (``checkpoints``' format); returns the epochs it had done."""
         self.student.load_state_dict(checkpoint["student"])
@@ -153,9 +167,8 @@ class SingleRun:
         self.objective.train()
 
     def train_epoch(self, bar):
-        stats = yield from train_epoch_steps(self.runner, self.source.train_batches(self.generator), self.device,
-                                             bar, self.ctx)
-        return [stats]
+        return (yield from train_epoch_steps([self.runner], self.source.train_batches(self.generator), self.device,
+                                             bar, self.ctx))
 
     def evaluate(self) -> list[dict]:
         return [evaluate(self.student, self.source, self.config, self.device, self.ctx)]
@@ -195,11 +208,12 @@ def train(config: RunConfig, results: str | Path = DEFAULT_RESULTS, progress: bo
         teardown(ctx)
 
 
-def _build(config: RunConfig, run_id: str, teacher, store: RunStore, restart: bool, log, device, ctx, graph,
-           channels_last, concurrent: int, compile: bool) -> SingleRun:
+def build_run(config: RunConfig, run_id: str, teacher, store: RunStore, restart: bool, log, device, ctx=Dist(),
+              graph=None, channels_last=None, concurrent: int = 1, compile: bool = False, shared=None) -> SingleRun:
     """Everything one run trains with; the run's config is written only once all of it could be built (a model or
-    objective that cannot be built leaves no run directory behind)."""
-    source = make_source(config, device, ctx)
+    objective that cannot be built leaves no run directory behind). ``shared`` (``shared_batches.SharedParts``):
+    the data and teacher passes of runs that share their batches."""
+    source = make_source(config, device, ctx) if shared is None else shared.source(config, device)
     use_channels_last = channels_last_wanted(channels_last, device, source)
     fmt = torch.channels_last if use_channels_last else torch.contiguous_format
     if teacher is not None:
@@ -208,6 +222,8 @@ def _build(config: RunConfig, run_id: str, teacher, store: RunStore, restart: bo
     objective = build_objective(config.terms, student, teacher)
     if compile:  # marks the forwards for compilation (it happens at their first call)
         compile_models(objective, student, teacher)
+    if teacher is not None and shared is not None:
+        teacher = shared.teacher_pass(config.teacher, teacher)  # one teacher pass per batch for all the runs
     if restart and ctx.is_main:
         store.delete_run_state(run_id)
     if ctx.is_main:
@@ -235,7 +251,8 @@ def train_steps(config: RunConfig, results: Path, progress: bool, restart: bool,
     if store.status(run_id) == "finished" and not restart:
         log(f"{run_id}: finished, test error {store.read_record(run_id)['test_error']:.2f}% (not retrained)")
         return store.read_record(run_id)
-    run = _build(config, run_id, teacher, store, restart, log, device, ctx, graph, channels_last, concurrent, compile)
+    run = build_run(config, run_id, teacher, store, restart, log, device, ctx, graph, channels_last, concurrent,
+                    compile)
     start_epoch = 0
     checkpoint = store.load_checkpoint(run_id)  # CorruptCheckpointError is reported to the caller, never ignored
     if checkpoint is not None:

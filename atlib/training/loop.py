@@ -5,8 +5,9 @@
 Per epoch: the learning rate of the schedule (momentum restarted at each drop, as the authors' code does by rebuilding
 its optimizer), the active loss terms, one pass over the training batches, the test, one metrics line and one
 checkpoint per run, a log line, then the deadline and the claims. At the end each run's weights and record. What
-differs between a single run and K runs trained as one network is the *members* object passed in (``Members``
-below: ``engine.SingleRun``, ``cohorts.CohortRuns``), which computes the steps, the statistics and the checkpoints.
+differs between a single run, K runs trained as one network and K runs sharing their batches is the *members* object
+passed in (``Members`` below: ``engine.SingleRun``, ``cohorts.CohortRuns``, ``shared_batches.SharedBatchRuns``), which
+computes the steps, the statistics and the checkpoints.
 """
 
 from __future__ import annotations
@@ -31,11 +32,12 @@ STEP, EPOCH = "step", "epoch"  # what a training generator yields: after each SG
 
 
 class Members(Protocol):
-    """One or more runs trained by one step (one network, one optimizer), as the loop sees them."""
+    """One or more runs trained in step with each other, as the loop sees them: one network and optimizer (a single
+    run, a cohort) or several (runs sharing their batches)."""
     ids: list[str]                # the runs' ids, in order
     configs: list[RunConfig]      # their configurations (they share the schedule)
-    optimizer: torch.optim.Optimizer
-    runner: StepRunner            # runs the step body; its sums are the epoch's statistics
+    optimizers: list[torch.optim.Optimizer]
+    runners: list[StepRunner]     # run the step bodies; their sums are the epoch's statistics
     num_train: int                # training images per epoch and run
     label: str                    # how logs and deadlines name them
     device: torch.device
@@ -175,15 +177,16 @@ def epochs(members: Members, store: RunStore, start_epoch: int, log: Callable[[s
     alone writes to the store."""
     c = members.configs[0]
     full_configs = [config.to_dict() for config in members.configs]
-    step_key = None
+    step_key, durations = None, []
     for epoch in range(start_epoch, c.epochs):
         epoch_start = time.perf_counter()
-        lr = set_learning_rate(members.optimizer, c, epoch)
+        lr = [set_learning_rate(optimizer, c, epoch) for optimizer in members.optimizers][0]
         key = (lr, members.set_epoch(epoch))  # a captured step bakes in lr and the active terms
         if key != step_key:
-            members.runner.invalidate()
+            for runner in members.runners:
+                runner.invalidate()
             step_key = key
-        members.environment["cuda_graph"] = members.runner.graph
+        members.environment["cuda_graph"] = any(runner.graph for runner in members.runners)
         members.train_mode()
         stats, t0 = yield from _train_one_epoch(members, epoch, progress)
         train_seconds = time.perf_counter() - t0
@@ -198,7 +201,8 @@ def epochs(members: Members, store: RunStore, start_epoch: int, log: Callable[[s
         _record_epoch(members, store, rows, ctx, epoch)
         log(members.epoch_message(rows))  # one line per epoch, bar or not (a background campaign's log has no bar)
         if not ctx.enabled:  # (processes could disagree on the time left)
-            deadline.check(members.label, time.perf_counter() - epoch_start, epoch + 1, c.epochs)
+            durations.append(time.perf_counter() - epoch_start)
+            deadline.check(members.label, deadline.next_epoch_seconds(durations), epoch + 1, c.epochs)
             for run_id in members.ids:
                 claims.check(run_id)  # taken over by another process (see training.claims): stop at this boundary
         yield EPOCH

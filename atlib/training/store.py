@@ -207,6 +207,14 @@ class RunStore:
             rows.append(row)
         return rows
 
+    def last_epoch_seconds(self, run_id: str) -> float:
+        """The wall time of the run's last recorded epoch (0 when none is recorded or its metrics cannot be read)."""
+        try:
+            rows = self.read_metrics(run_id)
+        except (OSError, ValueError, StoreError):
+            return 0.0
+        return float(rows[-1]["seconds"]) if rows else 0.0
+
     def truncate_metrics(self, run_id: str, epochs: int) -> None:
         """Keep only rows with ``row["epoch"] <= epochs`` (atomic rewrite)."""
         path = self._path(run_id, METRICS_FILE)
