@@ -8,8 +8,8 @@ AT+KD from one teacher make the same teacher pass three times. Here the runs ste
 and a teacher's outputs for a batch are computed once (``SharedTeacher``). Each run keeps its own student, objective,
 optimizer, data generator state, metrics, checkpoint, weights and record under its own run id, and its numbers are
 bit for bit those of training it alone (tested on the CPU): the shared work is the same arithmetic on the same
-inputs. On two CPU cores with one thread per run this cut a WRN-16-1 AT + KD + AT+KD group from the WRN-16-2 teacher
-to ~0.73x the time of its three runs one after another (the CPU demo: ``profiles/cpu-demo.yaml``).
+inputs. On one CPU thread the CPU demo's AT, KD and AT+KD of one seed (WRN-16-1 from the WRN-16-2) took 0.76x the
+time of the three one after another (``benchmarks/cpu_demo_jobs.py``, results/benchmarks/cpu-demo-jobs-2026-12-07).
 
 Members may differ in ``FREE_FIELDS`` only (method, loss terms, teacher, student); everything else (seed, data,
 batch size, schedule, precision) they share. A group resumes from its members' checkpoints when all are at one epoch;
