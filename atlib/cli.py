@@ -274,7 +274,7 @@ def _background(args: argparse.Namespace, settings, total: int) -> int:
     """campaign start / stop / status / lane: the campaign as background processes (``atlib.paper.background``)."""
     from .paper import background, campaign
     if args.action == "status":
-        jobs = [(c.run_id(teacher_label=c.teacher_arch), c.epochs) for c in campaign.value_order(settings)]
+        jobs = [(c.run_id(), c.epochs) for c in campaign.value_order(settings)]
         print(background.describe(settings, background.progress(settings, jobs)))
         print(campaign.describe(campaign.status(settings), total, finished="finished").split("\n")[-1])
         return 0

@@ -71,7 +71,7 @@ class Job:
 
     @property
     def run_id(self) -> str:
-        return self.config.run_id(teacher_label=self.config.teacher_arch)
+        return self.config.run_id()
 
 
 def jobs(settings: Settings) -> list[Job]:
@@ -160,7 +160,7 @@ def groups(settings: Settings) -> list[Group]:
             for phase in ([j for j in members if j.run_id in teachers],
                           [j for j in members if j.run_id not in teachers]):
                 for group in schedule([j.config for j in phase], size, settings.share_batches, concurrent):
-                    members_of = [by_id[c.run_id(teacher_label=c.teacher_arch)] for c in group]
+                    members_of = [by_id[c.run_id()] for c in group]
                     if len(group) == 1:
                         out.append(Group("single", members_of))
                     elif is_cohort(group):

@@ -131,7 +131,7 @@ def run_cells(cells: Iterable[Cell], settings: Settings, log: Callable[[str], No
     total, done = len(teachers) + len(students), 0
     for phase in (teachers, students):
         for group in schedule(phase, size, settings.share_batches, concurrent):
-            ids = [c.run_id(teacher_label=c.teacher_arch) for c in group]
+            ids = [c.run_id() for c in group]
             kind = "cohort" if is_cohort(group) else "concurrent"
             label = ids[0] if len(ids) == 1 else f"{kind} of {len(ids)}: {ids[0]}, ..."
             log(f"[{done + 1}-{done + len(ids)}/{total}] {label}")

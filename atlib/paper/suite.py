@@ -80,7 +80,7 @@ class CellRun:
 
     @property
     def run_id(self) -> str:
-        return self.config.run_id(teacher_label=self.config.teacher_arch)
+        return self.config.run_id()
 
 
 def cell_runs(cells: Iterable[Cell], settings: Settings) -> list[CellRun]:
@@ -91,8 +91,7 @@ def cell_runs(cells: Iterable[Cell], settings: Settings) -> list[CellRun]:
 
 
 def run_id_for(cell: Cell, settings: Settings, seed: int) -> str:
-    config = config_for(cell, settings, seed)
-    return config.run_id(teacher_label=config.teacher_arch)
+    return config_for(cell, settings, seed).run_id()
 
 
 def suite_cells(settings: Settings) -> list[Cell]:
@@ -120,7 +119,7 @@ def suite_jobs(cells: Iterable[Cell], settings: Settings) -> tuple[list[RunConfi
 def _unique(configs: list[RunConfig]) -> list[RunConfig]:
     unique: dict[str, RunConfig] = {}
     for config in configs:
-        unique.setdefault(config.run_id(teacher_label=config.teacher_arch), config)
+        unique.setdefault(config.run_id(), config)
     return list(unique.values())
 
 

@@ -46,7 +46,7 @@ def work(settings: Settings, name: str | None = None, stale_after: float = STALE
     check_borrowed_teachers(suite_cells(settings), settings)  # or one line saying how to train them
     store = RunStore(settings.store_root)
     jobs = suite(settings) if configs is None else list(configs)
-    ids = [c.run_id(teacher_label=c.teacher_arch) for c in jobs]
+    ids = [c.run_id() for c in jobs]
     if channels_last is None:
         channels_last = settings.channels_last
     if until is None:

@@ -109,7 +109,7 @@ def prepare(config: RunConfig, store: RunStore) -> tuple[RunConfig, str, nn.Modu
     path = _teacher_path(config)
     resolved = RunConfig.from_dict({**config.to_dict(), "teacher": canonical, "teacher_arch": arch,
                                     "teacher_file": None if path is None else str(path.resolve())})
-    return resolved, resolved.run_id(teacher_label=arch), teacher
+    return resolved, resolved.run_id(), teacher
 
 
 def teacher_classes(teacher: nn.Module) -> int:
