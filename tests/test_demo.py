@@ -324,3 +324,18 @@ def test_a_profile_notebooks_list_is_checked(notebooks, tmp_path):
                                        "notebooks": notebooks, "results_dir": str(tmp_path)}))
     with pytest.raises(ParameterError, match="notebooks must be a non-empty list of notebook names"):
         run_sequence(str(profile), progress=False, log=lambda _: None)
+
+
+def test_the_committed_demo_keeps_the_weights_its_maps_load():
+    """The maps figure (and the tutorial) load the first seed's student and AT weights; .gitignore keeps only those of
+    the demo's weights, so they must be in the repository under the profile's current run ids."""
+    import subprocess
+    settings = settings_from_profile("cpu-demo", results_dir=str(REPO / "results"))
+    by_column = {c.column: c for c in demo.cells()}
+    for column in ("student", "AT"):
+        path = settings.store_root / "runs" / run_id_for(by_column[column], settings, settings.seeds[0]) / "weights.pt"
+        assert path.is_file(), path
+        if (REPO / ".git").exists():
+            tracked = subprocess.run(["git", "ls-files", "--error-unmatch", str(path.relative_to(REPO))], cwd=REPO,
+                                     capture_output=True)
+            assert tracked.returncode == 0, f"{path} is not committed (.gitignore?)"
