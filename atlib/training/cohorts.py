@@ -36,7 +36,7 @@ from ..models import count_parameters
 from ..objective import build_objective
 from ..paths import DEFAULT_RESULTS
 from .cohort_steps import FAMILIES, cohort_epoch, evaluate_cohort
-from .config import RunConfig
+from .config import RunConfig, first_difference
 from .distributed import Dist
 from .devices import TrainingError, channels_last_wanted, environment, graph_wanted, make_optimizer, resolve_device
 from .engine import build_student, train
@@ -78,12 +78,10 @@ def _check_members(configs: list[RunConfig]) -> None:
             raise TrainingError(f"run {c.student} / {c.method} cannot join a cohort: cohorts take CIFAR runs of WRN "
                                 f"students with terms {list(FAMILIES['wrn'].terms)} or of BN-free NIN students "
                                 f"with terms {list(FAMILIES['nin'].terms)} (got terms {sorted(c.terms)})")
-    first = configs[0].to_dict()
-    for c in configs[1:]:
-        other = c.to_dict()
-        for name, value in first.items():
-            if name not in FREE_FIELDS and other[name] != value:
-                raise TrainingError(f"cohort members must share {name}: {value!r} vs {other[name]!r}")
+    differs = first_difference(configs, FREE_FIELDS)
+    if differs is not None:
+        name, value, other = differs
+        raise TrainingError(f"cohort members must share {name}: {value!r} vs {other!r}")
 
 
 def _member_optimizer(student: nn.Module, config: RunConfig, device: torch.device) -> torch.optim.SGD:

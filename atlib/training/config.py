@@ -154,6 +154,18 @@ class RunConfig:
         return self.lr * self.lr_decay ** drops
 
 
+def first_difference(configs: list["RunConfig"], free: tuple[str, ...]) -> tuple[str, Any, Any] | None:
+    """The first field outside ``free`` in which a configuration differs from the first one, as (name, the first's
+    value, its value); None if they agree (runs trained together must: cohorts, shared batches)."""
+    first = configs[0].to_dict()
+    for c in configs[1:]:
+        other = c.to_dict()
+        for name, value in first.items():
+            if name not in free and other[name] != value:
+                return name, value, other[name]
+    return None
+
+
 def _positive_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(f"{name} must be a positive integer, got {name}={value!r}")

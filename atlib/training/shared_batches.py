@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..paths import DEFAULT_RESULTS
-from .config import RunConfig
+from .config import RunConfig, first_difference
 from .devices import TrainingError, resolve_device
 from .engine import SingleRun, build_run, train_epoch_steps, train_steps
 from .loop import epochs, run_to_end
@@ -72,12 +72,10 @@ class SharedParts:
 
 def check_shareable(configs: list[RunConfig]) -> None:
     """TrainingError (one line) unless the runs can share their batches: equal in all but ``FREE_FIELDS``."""
-    first = configs[0].to_dict()
-    for c in configs[1:]:
-        other = c.to_dict()
-        for name, value in first.items():
-            if name not in FREE_FIELDS and other[name] != value:
-                raise TrainingError(f"runs sharing their batches must share {name}: {value!r} vs {other[name]!r}")
+    differs = first_difference(configs, FREE_FIELDS)
+    if differs is not None:
+        name, value, other = differs
+        raise TrainingError(f"runs sharing their batches must share {name}: {value!r} vs {other!r}")
 
 
 class SharedBatchRuns:
