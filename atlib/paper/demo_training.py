@@ -10,6 +10,7 @@ import os
 import time
 from pathlib import Path
 
+from ..training.provenance import cpu_model
 from ..training.store import RunStore, atomic_write_bytes
 from .demo_final_test import (RUN_THREADS, data_root_with_cifar, evaluate_final, final_images, stored_final,
                               torch_threads)
@@ -136,18 +137,9 @@ def _loadavg() -> float | None:
 
 
 def cpu_name() -> str:
-    """The CPU's model name and its count of logical CPUs (``/proc/cpuinfo``; the platform's name elsewhere)."""
-    import platform
-    name = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                name = " ".join(value.split())
-                break
-    except OSError:
-        pass
-    return f"{name or platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs"
+    """The CPU's model name with its AVX-512 / AMX support (``provenance.cpu_model``: machines of one name differ by
+    up to 2x here) and its count of logical CPUs."""
+    return f"{cpu_model()}, {os.cpu_count()} logical CPUs"
 
 
 def _write_training(settings: Settings, started: float, trained: int, concurrent: int, load: list) -> None:
