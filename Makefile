@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 test: setup
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 reproduce: setup
 	$(PY) -m atlib reproduce --profile $(PROFILE) $(if $(strip $(SET)),--set $(SET))
