@@ -34,7 +34,7 @@ from .demo_final_test import (RUN_THREADS, data_root_with_cifar, evaluate_final,
                               torch_threads)
 from .demo_runs import (CIFAR_TEST_IMAGES, COLUMNS, FINAL_TEST_FILE, MAP_SEED_INDEX, ROW, SAMPLE_TEST_IMAGES, SEEDS_OF,
                         STUDENT, TEACHER, TRAINING_FILE, batch_words, cells, check, configs, finished, jobs, seeds_of,
-                        teacher_model, teacher_record, training_images_words)
+                        teacher_model, teacher_record, test_images_words, training_images_words)
 from .demo_tables import LEVEL, paired, per_seed, table_markdown, verdict, write_table
 from .demo_training import cpu_name, duration_words, train, training_note
 from .provenance_tables import provenance_markdown, provenance_rows
@@ -96,7 +96,8 @@ def write_report(settings: Settings, table_md: Path, figures: dict[str, Path | N
                   + (f"; the final evaluations on the CIFAR-10 test set {final / 60:.1f} more" if final else "")
                   + "; jobs that trained side by side overlap)." + _this_call(seconds, trained_now, len(trained))
                   + (" " + training_note(settings) if training_note(settings) else ""), ""]
-    lines += ["## Where each run was trained", "", provenance_markdown(rows), ""]
+    lines += ["## Where each run was trained", "",
+              provenance_markdown(rows, f"last epoch's error ({test_images_words(settings)})"), ""]
     lines += ["## Figures", ""]
     for caption, png in figures.items():
         if png is None:

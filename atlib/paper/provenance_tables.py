@@ -56,10 +56,11 @@ def _where(cell: Cell) -> str:
     return f"{cell.table}: {cell.row}" + ("" if cell.column == "error" else f", {cell.column}")
 
 
-def provenance_markdown(rows: list[dict]) -> str:
+def provenance_markdown(rows: list[dict], error_header: str = "error") -> str:
+    """One row per run: its record's (last-epoch) test error under ``error_header``, and where and how it trained."""
     if not rows:
         return "No run of this profile has finished yet.\n"
-    lines = ["| cell(s) | run | error | device | torch | CUDA / cuDNN | precision | code commit | finished (UTC) | "
+    lines = [f"| cell(s) | run | {error_header} | device | torch | CUDA / cuDNN | precision | code commit | finished (UTC) | "
              "wall | images/s | trained as |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         wall = "-" if r["seconds"] is None else f"{r['seconds'] / 60:.1f} min"
