@@ -135,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--compile", action="store_true", help="start: compile the forwards with torch.compile (the "
                    "execution path, not part of a run's identity)")
     c.add_argument("--stop", action="store_true", help="commit: stop the campaign first")
+    c.add_argument("--at-epoch-end", action="store_true", help="stop, commit --stop: let each lane finish the epoch "
+                   "in flight (and checkpoint it) instead of dropping it; waits for that (minutes on a CPU)")
     c.add_argument("--until", type=float, help=argparse.SUPPRESS)   # lane: the end as time.time()
     c.add_argument("--name", help=argparse.SUPPRESS)                # lane: its name in claims and the log
     c.add_argument("--out", help="run: pack the runs into this directory when done; pack: where to write")
@@ -280,7 +282,7 @@ def _background(args: argparse.Namespace, settings, total: int) -> int:
         return 0
     if args.action == "commit":
         if args.stop and background.read_state(settings) is not None:
-            pids, _ = background.stop(settings)
+            pids, _ = background.stop(settings, at_epoch_end=args.at_epoch_end)
             print(f"campaign stop: stopped pid {', '.join(map(str, pids))}" if pids else
                   "campaign stop: no lane was running")
         message = background.commit(settings)
@@ -290,7 +292,10 @@ def _background(args: argparse.Namespace, settings, total: int) -> int:
         if background.read_state(settings) is None:
             print(f"campaign stop: no campaign is running on {settings.store_root}; nothing to stop")
             return 0
-        pids, changed = background.stop(settings)
+        if args.at_epoch_end:
+            print("campaign stop: each lane finishes the epoch in flight first (Ctrl-C, then `campaign stop`, to "
+                  "drop it)", flush=True)
+        pids, changed = background.stop(settings, at_epoch_end=args.at_epoch_end)
         print(f"campaign stop: stopped pid {', '.join(map(str, pids))}" if pids
               else "campaign stop: no lane was running (stale state removed)")
         print("changed run directories (commit them):" if changed else "no run directory changed")
@@ -323,11 +328,13 @@ def _lane(args: argparse.Namespace, settings) -> int:
 
     from .paper import campaign
     from .paper.workers import work
+    from .training import deadline
 
     def stop_now(signum, frame):  # campaign stop: leave the epoch in flight (its checkpoint is the last whole one)
         raise SystemExit(143)
 
     signal.signal(signal.SIGTERM, stop_now)
+    signal.signal(signal.SIGUSR1, deadline.request_stop)  # campaign stop --at-epoch-end: finish the epoch in flight
     if args.nice:
         os.nice(args.nice)
         # a lane leads its own session, hence its own scheduler autogroup: a process's nice value only ranks it

@@ -17,7 +17,7 @@ from atlib import cli
 from atlib.paper import background, campaign
 from atlib.paper.settings import settings_from_profile
 from atlib.paper.suite import teacher_config
-from atlib.training import engine
+from atlib.training import deadline, engine
 from atlib.training.store import RunStore
 
 TINY = dict(profile="tiny", dataset="sample", epochs=3, seeds=[0], train_subset=384, test_subset=64, device="cpu",
@@ -169,6 +169,41 @@ def test_stopped_and_restarted_campaign_equals_an_uninterrupted_run(tmp_path):
         rows = store.read_metrics(run_id)
         assert all(r["environment"]["threads"] == 1 and r["environment"]["channels_last"] for r in rows)
         assert all(r["at"].endswith("Z") for r in rows)  # when each epoch ended: provenance per segment
+
+
+@pytest.mark.slow  # starts a background campaign (about 30 s)
+def test_stop_at_epoch_end_finishes_and_keeps_the_epoch_in_flight(tmp_path, capsys):
+    profile = write_profile(tmp_path, train_subset=768)
+    settings = settings_of(profile)
+    train_teacher_into(settings, settings.store_root)
+    at_id, student_id = headline_ids(settings)
+    store = RunStore(settings.store_root)
+    atlib("campaign", "start", "--profile", str(profile), "--deadline", "300", "--lanes", "2", "--nice", "0")
+    try:
+        wait_for(lambda: campaign.progress_of(store, at_id)[1] >= 1, what="the AT run's first epoch")
+        assert cli.main(["campaign", "stop", "--profile", str(profile), "--at-epoch-end"]) == 0  # waits for the lanes
+    except BaseException:
+        atlib("campaign", "stop", "--profile", str(profile))
+        raise
+    out = capsys.readouterr().out
+    assert "finishes the epoch in flight" in out and "stopped pid" in out
+    assert background.read_state(settings) is None
+    status, epochs_done = campaign.progress_of(store, at_id)
+    assert status == "in progress" and epochs_done == 2  # the second epoch, in flight at the stop, was kept
+    assert (store.run_dir(at_id) / "checkpoint.pt").is_file()
+    assert not (store.run_dir(at_id) / "claim.json").exists()
+    log = background.log_path(settings).read_text()
+    assert f"{at_id}: stopped after epoch 2/3, as asked" in log and "at the end of their epochs" in log
+
+
+def test_a_stop_request_ends_training_at_the_next_epoch_boundary(monkeypatch):
+    monkeypatch.setattr(deadline, "_stop_requested", False)
+    deadline.check("run", 1e9, 1, 3)  # no deadline, no request: goes on
+    deadline.request_stop()
+    assert deadline.stop_requested()
+    deadline.check("run", 0.0, 3, 3)  # after the last epoch the run finishes (its record), it is not stopped
+    with pytest.raises(deadline.DeadlineReached, match="stopped after epoch 1/3, as asked"):
+        deadline.check("run", 0.0, 1, 3)
 
 
 # -- a corrupt checkpoint: refused with one line naming the file, the rest goes on -----------------------------------

@@ -9,7 +9,8 @@ headline pair first, see ``campaign.value_order``) with ``threads`` intra-op thr
 take runs through the store's claims (``training.claims``), so two lanes never train the same run and a lane is safe
 beside ``python -m atlib work``. Each lane stops at the last epoch boundary before the deadline
 (``training.deadline``); ``stop`` ends them at once (SIGTERM: the epoch in flight is discarded, the checkpoint of the
-last whole epoch stays; the claim is released). Lanes log one timestamped line per epoch to ``campaign.log`` beside
+last whole epoch stays; the claim is released), or with ``at_epoch_end`` after each lane's epoch in flight (SIGUSR1:
+``training.deadline.request_stop``). Lanes log one timestamped line per epoch to ``campaign.log`` beside
 the store's runs.
 
 One campaign per results store: ``campaign.json`` beside the runs names the lanes' pids. ``start`` refuses while one
@@ -145,13 +146,20 @@ def start(settings: Settings, profile: str, until: float, lanes: int = 2, thread
     return state
 
 
-def stop(settings: Settings, wait: float = STOP_WAIT_S) -> tuple[list[int], list[Path]]:
-    """Stop the lanes (SIGTERM; SIGKILL after ``wait`` s). Returns (pids stopped, run directories changed since the
-    campaign started); ([], []) when no campaign was started on this store."""
+def stop(settings: Settings, wait: float = STOP_WAIT_S, at_epoch_end: bool = False) -> tuple[list[int], list[Path]]:
+    """Stop the lanes (SIGTERM; SIGKILL after ``wait`` s). ``at_epoch_end``: first let each lane finish and
+    checkpoint the epoch in flight (SIGUSR1, then wait for the lanes to end). Returns (pids stopped, run directories
+    changed since the campaign started); ([], []) when no campaign was started on this store."""
     state = read_state(settings)
     if state is None:
         return [], []
     running = live_pids(state)
+    if at_epoch_end:
+        for pid in running:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGUSR1)
+        while any(alive(p) for p in running):
+            time.sleep(0.2)
     for pid in running:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
@@ -165,7 +173,8 @@ def stop(settings: Settings, wait: float = STOP_WAIT_S) -> tuple[list[int], list
     while any(alive(p) for p in running):
         time.sleep(0.05)
     with open(log_path(settings), "a") as out:
-        out.write(f"{_now()} campaign stop: " + (f"stopped pid {', '.join(map(str, running))}\n" if running
+        how = " at the end of their epochs" if at_epoch_end else ""
+        out.write(f"{_now()} campaign stop: " + (f"stopped pid {', '.join(map(str, running))}{how}\n" if running
                                                    else "no lane was running\n"))
     state_path(settings).unlink(missing_ok=True)
     return running, changed_runs(settings, state["started"])

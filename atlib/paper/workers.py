@@ -75,6 +75,9 @@ def _work(settings, name, stale_after, heartbeat, poll, log, store, jobs, ids, c
                                            f"{len(ids)} finished")
             log(f"{name}: all {len(ids)} runs finished ({len(mine)} by this process)")
             return mine
+        if deadline.stop_requested():
+            log(f"{name}: stopped as asked; {len(mine)} run(s) finished by this process")
+            return mine
         if until is not None and until - time.time() <= longest_epoch:
             log(f"{name}: deadline: {max(until - time.time(), 0):.0f} s left, less than an epoch "
                 f"({longest_epoch:.0f} s); {len(mine)} run(s) finished by this process")

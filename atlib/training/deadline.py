@@ -6,7 +6,8 @@
 The epoch loop calls ``check`` right after an epoch's checkpoint is written, with how long an epoch takes
 (``next_epoch_seconds``): when another epoch of that length would end after the deadline, training stops there, and
 every run keeps a checkpoint of a whole epoch (resumable, nothing lost). Outside ``epoch_deadline`` ``check`` does
-nothing.
+nothing, unless a stop at the next epoch boundary was asked for (``request_stop``: a campaign lane's SIGUSR1, sent by
+``campaign stop --at-epoch-end``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import statistics
 import time
 
 _deadline: float | None = None  # clock() by which the last epoch must end; None: no deadline
+_stop_requested = False         # stop at the next epoch boundary, whatever the deadline
 clock = time.monotonic          # (tests replace it with a fake clock)
 
 
@@ -35,6 +37,16 @@ def epoch_deadline(at: float | None):
         _deadline = previous
 
 
+def request_stop(*_signal) -> None:
+    """Stop at the next epoch boundary (usable as a signal handler): the epoch in flight is finished and checkpointed."""
+    global _stop_requested
+    _stop_requested = True
+
+
+def stop_requested() -> bool:
+    return _stop_requested
+
+
 def seconds_left() -> float | None:
     return None if _deadline is None else _deadline - clock()
 
@@ -48,7 +60,11 @@ def next_epoch_seconds(durations: list[float]) -> float:
 def check(what: str, epoch_seconds: float, epochs_done: int, epochs: int) -> None:
     """Raise ``DeadlineReached`` when another epoch of ``epoch_seconds`` would end after the deadline (only while
     epochs remain: a run's last epoch is followed by its record, not by a stop)."""
-    if _deadline is None or epochs_done >= epochs:
+    if epochs_done >= epochs:
+        return
+    if _stop_requested:
+        raise DeadlineReached(f"{what}: stopped after epoch {epochs_done}/{epochs}, as asked")
+    if _deadline is None:
         return
     left = seconds_left()
     if epoch_seconds > left:
