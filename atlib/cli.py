@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("reproduce", help="run the notebook sequence with papermill for a profile")
     rp.add_argument("--profile", default="one-seed", help="one-seed (default: on a CPU, the tables from the stored "
                     "runs; on a GPU, trains what is missing), paper, cpu-demo (attention transfer with little data on a "
-                    "CPU, ~10 min from scratch with AVX-512, ~18.5 predicted without), smoke (the 2-epoch end-to-end test), or a YAML file")
+                    "CPU, ~10 min from scratch with AVX-512, ~18.5 predicted without), smoke (the 2-epoch "
+                    "end-to-end test), or a YAML file")
     rp.add_argument("--only", nargs="+", help="run only the notebooks whose names start with these, e.g. 03 07")
     rp.add_argument("--device", help="override the profile's device")
     rp.add_argument("--data-root", help="override the profile's data root")

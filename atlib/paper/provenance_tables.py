@@ -60,8 +60,8 @@ def provenance_markdown(rows: list[dict], error_header: str = "error") -> str:
     """One row per run: its record's (last-epoch) test error under ``error_header``, and where and how it trained."""
     if not rows:
         return "No run of this profile has finished yet.\n"
-    lines = [f"| cell(s) | run | {error_header} | device | torch | CUDA / cuDNN | precision | code commit | finished (UTC) | "
-             "wall | images/s | trained as |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"| cell(s) | run | {error_header} | device | torch | CUDA / cuDNN | precision | code commit | "
+             "finished (UTC) | wall | images/s | trained as |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         wall = "-" if r["seconds"] is None else f"{r['seconds'] / 60:.1f} min"
         rate = "-" if r["images_per_s"] is None else f"{r['images_per_s']:,.0f}"

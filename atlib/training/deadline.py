@@ -38,7 +38,8 @@ def epoch_deadline(at: float | None):
 
 
 def request_stop(*_signal) -> None:
-    """Stop at the next epoch boundary (usable as a signal handler): the epoch in flight is finished and checkpointed."""
+    """Stop at the next epoch boundary (usable as a signal handler): the epoch in flight is finished and
+    checkpointed."""
     global _stop_requested
     _stop_requested = True
 
