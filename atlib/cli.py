@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--compile", action="store_true", help="experimental on a GPU (never measured there): compile "
                    "the student's and teacher's forward with torch.compile (not for input-gradient terms; 1.1-1.4x on "
                    "a 2-core CPU, benchmarks/cpu_campaign.py)")
+    t.add_argument("--teacher-ahead", action="store_true", help="on a CPU: the teacher's forward for the next batch "
+                   "on a second thread, beside the student's step (same numbers; see docs/performance.md)")
     t.add_argument("--no-graph", dest="graph", action="store_false", default=None,
                    help="on a GPU, run the step eagerly instead of capturing it as a CUDA graph")
 
@@ -135,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--nice", type=int, default=19, help="start: scheduling priority of the lanes (default 19)")
     c.add_argument("--compile", action="store_true", help="start: compile the forwards with torch.compile (the "
                    "execution path, not part of a run's identity)")
+    c.add_argument("--teacher-ahead", action=argparse.BooleanOptionalAction, default=None, help="start: each run "
+                   "with a teacher computes the teacher's forward for the next batch on a second thread (the "
+                   "execution path, same numbers; default: on for CPU lanes, measured 1.4x for AT beside a student "
+                   "lane)")
     c.add_argument("--stop", action="store_true", help="commit: stop the campaign first")
     c.add_argument("--at-epoch-end", action="store_true", help="stop, commit --stop: let each lane finish the epoch "
                    "in flight (and checkpoint it) instead of dropping it; waits for that (minutes on a CPU)")
@@ -155,7 +161,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.teacher is None and config.needs_teacher:
         raise ConfigError(f"method {args.method!r} needs --teacher")
     record = train(config, results=args.results, progress=not args.quiet, restart=args.restart,
-                   log=None if args.quiet else print, graph=args.graph, compile=args.compile)
+                   log=None if args.quiet else print, graph=args.graph, compile=args.compile,
+                   teacher_ahead=args.teacher_ahead)
     print(f"{record['run_id']}\ttest error {record['test_error']:.2f}%")
     return 0
 
@@ -307,9 +314,13 @@ def _background(args: argparse.Namespace, settings, total: int) -> int:
         return _lane(args, settings)
     if args.deadline is None:
         raise ConfigError("campaign start needs --deadline (seconds from now, or an end time HH:MM)")
+    if args.compile and args.teacher_ahead:
+        raise ConfigError("campaign start: --compile and --teacher-ahead together (torch.compile is not thread-safe); "
+                          "pick one")
     until = background.parse_deadline(args.deadline)
     extra = [flag for flag, value in (("--device", args.device), ("--data-root", args.data_root)) if value
-             for flag in (flag, value)] + (["--compile"] if args.compile else [])
+             for flag in (flag, value)] + (["--compile"] if args.compile else []) + \
+        ([] if args.teacher_ahead is None else ["--teacher-ahead" if args.teacher_ahead else "--no-teacher-ahead"])
     state = background.start(settings, args.profile or "one-seed", until, args.lanes, args.threads, args.nice,
                              extra)
     print(f"campaign start: pid {', '.join(map(str, state['pids']))} ({state['lanes']} lane(s) x "
@@ -349,8 +360,11 @@ def _lane(args: argparse.Namespace, settings) -> int:
     settings = dataclasses.replace(settings, train=True, progress=False)
     on_cpu = settings.device == "cpu" or (settings.device == "auto" and not torch.cuda.is_available())
     channels_last = True if on_cpu else None  # NHWC: 1.2-1.3x on CPUs (atlib.paper.demo); the engine's own on GPUs
+    # the teacher one batch ahead on a second thread: AT 1.4x beside a student lane, 1.8x alone, the student lane
+    # 0.7x (results/benchmarks/cpu-lanes-2026-12-08.txt); not with --compile (torch.compile is not thread-safe)
+    teacher_ahead = on_cpu and not args.compile if args.teacher_ahead is None else args.teacher_ahead and on_cpu
     work(settings, name=args.name, configs=campaign.value_order(settings), until=args.until,
-         channels_last=channels_last, compile=args.compile)
+         channels_last=channels_last, compile=args.compile, teacher_ahead=teacher_ahead)
     return 0
 
 

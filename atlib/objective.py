@@ -117,6 +117,7 @@ class Term(nn.Module):
     """One named loss term. ``forward(ctx)`` returns a scalar, or ``(scalar, {detail_name: scalar})``."""
 
     needs_teacher = False
+    needs_teacher_outputs = False  # the teacher's forward without gradients (``BatchContext.teacher_out``)
     needs_student_input_grad = False
     needs_flipped_input_grad = False
 
@@ -132,6 +133,7 @@ class KnowledgeDistillationTerm(Term):
     """``losses.kd_loss`` (includes its own (1 - alpha) cross-entropy: do not add "ce" beside it)."""
 
     needs_teacher = True
+    needs_teacher_outputs = True
 
     def __init__(self, T: float = KD_DEFAULTS["T"], alpha: float = KD_DEFAULTS["alpha"]):
         super().__init__()
@@ -146,6 +148,7 @@ class AttentionTransferTerm(Term):
     """``losses.at_loss`` on the group outputs; details hold each pair's value as ``g1``, ``g2``, ..."""
 
     needs_teacher = True
+    needs_teacher_outputs = True
 
     def __init__(self, beta: float = AT_DEFAULTS["beta"], p: float = AT_DEFAULTS["p"], kind: str = AT_DEFAULTS["kind"],
                  groups=None, form: str = AT_FORM):
@@ -164,6 +167,7 @@ class ActivationTransferTerm(Term):
     """F-ActT (``losses.ActivationTransfer``); its adapters are trainable parameters of the objective."""
 
     needs_teacher = True
+    needs_teacher_outputs = True
 
     def __init__(self, student_channels, teacher_channels, beta: float = FACT_DEFAULTS["beta"], groups=None):
         super().__init__()
@@ -246,6 +250,15 @@ class Objective(nn.Module):
     @property
     def needs_teacher(self) -> bool:
         return any(t.needs_teacher for t in self.terms.values())
+
+    @property
+    def needs_teacher_outputs(self) -> bool:
+        return any(t.needs_teacher_outputs for t in self.terms.values())
+
+    @property
+    def uses_teacher_outputs_now(self) -> bool:
+        """Whether a term active at this epoch uses the teacher's forward without gradients."""
+        return any(t.needs_teacher_outputs for t in self.active_terms().values())
 
     def active_terms(self) -> dict[str, Term]:
         return {name: t for name, t in self.terms.items() if self.epoch >= self.start_epochs[name]}

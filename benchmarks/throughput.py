@@ -48,10 +48,12 @@ from atlib.training.cohort_steps import TeacherPass, cohort_epoch, make_cohort_s
 from atlib.training.concurrent import on_stream, run_streams
 from atlib.training.config import RunConfig
 from atlib.training.provenance import device_name
+from atlib.training.devices import autocast
 from atlib.training.engine import compile_models, make_optimizer, make_step, resolve_device
 from atlib.training import grouped_nin
 from atlib.training.grouped_wrn import pack, stack_inputs
 from atlib.training.steps import StepRunner
+from atlib.training.teacher_ahead import TeacherAhead
 
 # (label, kind, options). Teacher WRN-16-2, student WRN-16-1 unless the options say otherwise.
 CASES = [
@@ -206,6 +208,8 @@ def _engine_run(data: ImageSet, device, options, seed: int = 0):
                                options.get("fused"))
     if options.get("compile"):
         compile_models(objective, student, teacher)  # the engine's --compile
+    if options.get("teacher_ahead") and teacher is not None:
+        teacher = TeacherAhead(teacher, lambda: autocast(device, config.precision))  # the engine's teacher_ahead
     runner = StepRunner(make_step(student, teacher, objective, optimizer, config, device), device,
                         graph=options.get("graph", False), log=print)
     generator = torch.Generator().manual_seed(seed)
@@ -214,7 +218,8 @@ def _engine_run(data: ImageSet, device, options, seed: int = 0):
         drawn = train_batches(data, 128, generator, device)
         if options.get("replay_only"):
             drawn = [next(iter(drawn))] * (len(data) // 128)
-        return [(x.contiguous(memory_format=fmt), y) for x, y in drawn]
+        drawn = [(x.contiguous(memory_format=fmt), y) for x, y in drawn]
+        return teacher.batches(drawn) if isinstance(teacher, TeacherAhead) else drawn
 
     return runner, batches
 

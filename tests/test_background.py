@@ -128,7 +128,8 @@ def test_stopped_and_restarted_campaign_equals_an_uninterrupted_run(tmp_path, ca
     at_id, student_id = headline_ids(settings)
     store = RunStore(store_root)
 
-    atlib("campaign", "start", "--profile", str(profile), "--deadline", "300", "--lanes", "2", "--nice", "0")
+    atlib("campaign", "start", "--profile", str(profile), "--deadline", "300", "--lanes", "2", "--nice", "0",
+          "--no-teacher-ahead")
     try:
         # stop while the AT run is inside its second epoch (its first is checkpointed)
         wait_for(lambda: campaign.progress_of(store, at_id)[1] >= 1, what="the AT run's first epoch")
@@ -147,6 +148,8 @@ def test_stopped_and_restarted_campaign_equals_an_uninterrupted_run(tmp_path, ca
     status_line = atlib("campaign", "status", "--profile", str(profile)).stdout
     assert f"{at_id}: epoch {epochs_done}/3" in status_line and "h left at its rate" in status_line
 
+    # restarted as lanes start by default on a CPU, the AT run's teacher one batch ahead on a second thread: another
+    # execution path, the same numbers
     atlib("campaign", "start", "--profile", str(profile), "--deadline", "300", "--lanes", "2", "--nice", "0")
     try:
         wait_for(lambda: all(store.status(i) == "finished" for i in (at_id, student_id)), what="the headline pair")
@@ -171,6 +174,8 @@ def test_stopped_and_restarted_campaign_equals_an_uninterrupted_run(tmp_path, ca
         rows = store.read_metrics(run_id)
         assert all(r["environment"]["threads"] == 1 and r["environment"]["channels_last"] for r in rows)
         assert all(r["at"].endswith("Z") for r in rows)  # when each epoch ended: provenance per segment
+    ahead = [[r["environment"].get("teacher_ahead", False) for r in store.read_metrics(i)] for i in (at_id, student_id)]
+    assert ahead[0] == [False] * epochs_done + [True] * (3 - epochs_done) and not any(ahead[1])
 
 
 @pytest.mark.slow  # starts a background campaign (about 30 s)
@@ -286,3 +291,12 @@ def test_commit_stages_what_the_campaign_changed(tmp_path, monkeypatch):
     # its checkpoint and plain metrics leave the repository; its weights stay (Figure 6 shows the AT student)
     assert run_files(at_id) == ["config.json", "metrics.jsonl.gz", "record.json", "weights.pt"]
     assert cli.main(["campaign", "commit", "--profile", str(profile)]) == 0  # from the CLI: nothing left to commit
+
+
+def test_start_refuses_compile_with_the_teacher_ahead_in_one_line(tmp_path, capsys):
+    profile = write_profile(tmp_path)
+    code = cli.main(["campaign", "start", "--profile", str(profile), "--deadline", "60", "--compile",
+                     "--teacher-ahead"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--compile and --teacher-ahead together" in err
+    assert background.read_state(settings_of(profile)) is None  # nothing started

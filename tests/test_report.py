@@ -178,6 +178,19 @@ def test_figures_of_missing_runs_are_not_built(tmp_path):
     assert report.training_curves_figure(settings).exists()
 
 
+def test_epochs_with_the_teacher_ahead_are_a_segment_of_their_own():
+    from atlib.training.provenance import segments
+    cpu = {"device_name": "AMD EPYC (AVX-512)", "threads": 1, "torch": "2.14.1", "commit": "abc1234",
+           "precision": "fp32", "channels_last": True, "cuda_graph": False, "compiled": False}
+    rows = [{"epoch": e, "images_per_s": rate, "at": f"2026-12-08T0{e}:00:00Z", "environment": env}
+            for e, rate, env in ((1, 200.0, cpu), (2, 210.0, cpu), (3, 260.0, {**cpu, "teacher_ahead": True}))]
+    segs = [{"run_id": "r", "status": "in progress", **seg} for seg in segments(rows)]
+    assert [(s["first"], s["last"], s["images_per_s"]) for s in segs] == [(1, 2, 205.0), (3, 3, 260.0)]
+    text = report.segments_markdown(segs)
+    assert "| 1-2 (so far) | AMD EPYC (AVX-512) | 1 | 2.14.1 |" in text
+    assert "| 3-3 (so far) | AMD EPYC (AVX-512) | 1 + teacher ahead | 2.14.1 |" in text
+
+
 def test_headline_in_progress_then_finished_with_its_verdict_and_segments(tmp_path):
     settings = one_seed(tmp_path)
     row = cells_of(table1)

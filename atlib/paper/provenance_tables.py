@@ -46,7 +46,8 @@ def provenance_rows(cells: Sequence[Cell], settings: Settings) -> list[dict]:
                "torch": env.get("torch", "-"), "cuda": env.get("cuda") or "-", "cudnn": env.get("cudnn") or "-",
                "precision": precision, "commit": env.get("commit", "not recorded"),
                "finished": record.get("finished_at", "-"), "seconds": record.get("train_seconds"),
-               "images_per_s": rate, "how": f"{how}, {graph}, {layout}"}
+               "images_per_s": rate,
+               "how": f"{how}, {graph}, {layout}" + (", teacher ahead" if env.get("teacher_ahead") else "")}
         seen[run_id] = row
         rows.append(row)
     return rows
@@ -101,6 +102,7 @@ def segments_markdown(rows: list[dict]) -> str:
             "not recorded"
         layout = "-" if how["channels_last"] is None else ("NHWC" if how["channels_last"] else "NCHW")
         lines.append(f"| `{r['run_id']}` | {r['first']}-{r['last']}{'' if r['status'] == 'finished' else ' (so far)'}"
-                     f" | {how['device_name'] or '-'} | {how['threads'] or '-'} | {how['torch'] or '-'} | "
+                     f" | {how['device_name'] or '-'} | {how['threads'] or '-'}"
+                     f"{' + teacher ahead' if how.get('teacher_ahead') else ''} | {how['torch'] or '-'} | "
                      f"{how['commit'] or 'not recorded'} | {layout} | {dates} | {r['images_per_s']:,.0f} |")
     return "\n".join(lines) + "\n"

@@ -30,14 +30,15 @@ def suite(settings: Settings) -> list:
 
 def work(settings: Settings, name: str | None = None, stale_after: float = STALE_S, heartbeat: float = HEARTBEAT_S,
          poll: float = 5.0, log: Callable[[str], None] = logger.info, configs: list | None = None,
-         until: float | None = None, channels_last: bool | None = None, compile: bool = False) -> list[str]:
+         until: float | None = None, channels_last: bool | None = None, compile: bool = False,
+         teacher_ahead: bool = False) -> list[str]:
     """Train the suite's runs that no live process holds, one at a time, until every run is finished (waiting while
     the rest are held by others or wait for their teacher). Returns the run ids this process finished.
 
     ``configs``: these runs in this order instead of the suite (the campaign's value order); ``until``: a
     ``time.time()`` by which to stop, at the last epoch boundary before it (``training.deadline``); ``channels_last``:
-    the memory layout (None: the profile's ``channels_last``); ``compile``: the engine's
-    ``torch.compile`` option."""
+    the memory layout (None: the profile's ``channels_last``); ``compile``, ``teacher_ahead``: the engine's
+    options of those names (execution paths)."""
     name = name or f"{socket.gethostname()}:{os.getpid()}"
     if not settings.trains_missing():
         raise ValueError(f"profile {settings.profile!r} does not train here (train: {settings.train!r}, device "
@@ -50,14 +51,15 @@ def work(settings: Settings, name: str | None = None, stale_after: float = STALE
     if channels_last is None:
         channels_last = settings.channels_last
     if until is None:
-        return _work(settings, name, stale_after, heartbeat, poll, log, store, jobs, ids, channels_last, compile, None)
+        return _work(settings, name, stale_after, heartbeat, poll, log, store, jobs, ids, channels_last, compile, None,
+                     teacher_ahead)
     with deadline.epoch_deadline(deadline.clock() + (until - time.time())):
         return _work(settings, name, stale_after, heartbeat, poll, log, store, jobs, ids, channels_last, compile,
-                     until)
+                     until, teacher_ahead)
 
 
 def _work(settings, name, stale_after, heartbeat, poll, log, store, jobs, ids, channels_last, compile,
-          until) -> list[str]:
+          until, teacher_ahead=False) -> list[str]:
     mine: list[str] = []
     longest_epoch = 0.0  # with a deadline, a run is started only if an epoch as long as the longest seen fits
     failed: dict[str, str] = {}  # run id -> why (this worker does not try them again, nor their students)
@@ -97,7 +99,8 @@ def _work(settings, name, stale_after, heartbeat, poll, log, store, jobs, ids, c
                 try:
                     with holding(run_id, claim):
                         record = engine.train(config, results=settings.store_root, progress=settings.progress,
-                                              log=log, channels_last=channels_last, compile=compile)
+                                              log=log, channels_last=channels_last, compile=compile,
+                                              teacher_ahead=teacher_ahead)
                 except ClaimLost as e:
                     log(str(e))
                     continue

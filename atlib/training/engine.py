@@ -14,6 +14,7 @@ data (``sources``), teacher (``teachers``), student, objective, optimizer and st
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Callable
@@ -34,6 +35,7 @@ from .loop import EPOCH, STEP, epochs, progress_bar, rng_state, run_to_end, set_
 from .sources import make_source
 from .steps import StepRunner
 from .store import RunStore
+from .teacher_ahead import TeacherAhead
 from .teachers import load_teacher, prepare, teacher_on_device
 
 __all__ = ["EPOCH", "STEP", "SingleRun", "TrainingError", "build_run", "build_student", "compile_models", "evaluate",
@@ -167,8 +169,12 @@ class SingleRun:
         self.objective.train()
 
     def train_epoch(self, bar):
-        return (yield from train_epoch_steps([self.runner], self.source.train_batches(self.generator), self.device,
-                                             bar, self.ctx))
+        batches = self.source.train_batches(self.generator)
+        if not (isinstance(self.teacher, TeacherAhead) and self.objective.uses_teacher_outputs_now):
+            return (yield from train_epoch_steps([self.runner], batches, self.device, bar, self.ctx))
+        # the teacher's forward one batch ahead, on a second thread; an epoch cut short ends that thread at once
+        with contextlib.closing(self.teacher.batches(batches)) as ahead:
+            return (yield from train_epoch_steps([self.runner], ahead, self.device, bar, self.ctx))
 
     def evaluate(self) -> list[dict]:
         return [evaluate(self.student, self.source, self.config, self.device, self.ctx)]
@@ -190,12 +196,13 @@ class SingleRun:
 
 def train(config: RunConfig, results: str | Path = DEFAULT_RESULTS, progress: bool = True, restart: bool = False,
           log: Callable[[str], None] | None = logger.info, graph: bool | None = None,
-          channels_last: bool | None = None, compile: bool = False) -> dict:
+          channels_last: bool | None = None, compile: bool = False, teacher_ahead: bool = False) -> dict:
     """Train ``config`` (or return its record if finished). Returns the record dict.
 
     ``graph``: capture the training step as a CUDA graph (None: whenever possible, see ``devices.graph_wanted``).
     ``channels_last``: NHWC activations (None: on CUDA, see ``devices.channels_last_wanted``).
     ``compile``: compile the student's and teacher's forward (``compile_models``; off by default until measured).
+    ``teacher_ahead``: on a CPU, the teacher's forward for the next batch on a second thread (``teacher_ahead``).
     Under ``torchrun`` every process calls this with the same configuration; rank 0 alone writes to the store."""
     device, ctx = None, Dist()
     try:
@@ -203,16 +210,22 @@ def train(config: RunConfig, results: str | Path = DEFAULT_RESULTS, progress: bo
         ctx, device = setup(device)
         return run_to_end(train_steps(config, Path(results), progress and ctx.is_main, restart,
                                       log if ctx.is_main else None, device, ctx, graph, channels_last,
-                                      compile=compile))
+                                      compile=compile, teacher_ahead=teacher_ahead))
     finally:
         teardown(ctx)
 
 
 def build_run(config: RunConfig, run_id: str, teacher, store: RunStore, restart: bool, log, device, ctx=Dist(),
-              graph=None, channels_last=None, concurrent: int = 1, compile: bool = False, shared=None) -> SingleRun:
+              graph=None, channels_last=None, concurrent: int = 1, compile: bool = False, shared=None,
+              teacher_ahead: bool = False) -> SingleRun:
     """Everything one run trains with; the run's config is written only once all of it could be built (a model or
     objective that cannot be built leaves no run directory behind). ``shared`` (``shared_batches.SharedParts``):
-    the data and teacher passes of runs that share their batches."""
+    the data and teacher passes of runs that share their batches. ``teacher_ahead``: on a CPU, the teacher's forward
+    one batch ahead on a second thread where the objective uses its outputs (ignored without a teacher)."""
+    if teacher_ahead and device.type != "cpu":
+        raise TrainingError(f"teacher_ahead is a CPU path (a GPU overlaps the teacher by itself), got device {device}")
+    if teacher_ahead and compile:
+        raise TrainingError("teacher_ahead and compile together: torch.compile is not thread-safe (pick one)")
     source = make_source(config, device, ctx) if shared is None else shared.source(config, device)
     use_channels_last = channels_last_wanted(channels_last, device, source)
     fmt = torch.channels_last if use_channels_last else torch.contiguous_format
@@ -224,6 +237,9 @@ def build_run(config: RunConfig, run_id: str, teacher, store: RunStore, restart:
         compile_models(objective, student, teacher)
     if teacher is not None and shared is not None:
         teacher = shared.teacher_pass(config.teacher, teacher)  # one teacher pass per batch for all the runs
+    ahead = teacher_ahead and teacher is not None and shared is None and objective.needs_teacher_outputs
+    if ahead:
+        teacher = TeacherAhead(teacher, lambda: autocast(device, config.precision))
     if restart and ctx.is_main:
         store.delete_run_state(run_id)
     if ctx.is_main:
@@ -234,13 +250,14 @@ def build_run(config: RunConfig, run_id: str, teacher, store: RunStore, restart:
     objective = objective.to(device)
     use_graph = graph_wanted(graph, device, ctx, source)
     env = environment(device, config.precision, ctx.world_size, use_graph, use_channels_last, compile,
-                      **({"concurrent_runs": concurrent} if concurrent > 1 else {}))  # images_per_s: its share
+                      **({"concurrent_runs": concurrent} if concurrent > 1 else {}),  # images_per_s: its share
+                      **({"teacher_ahead": True} if ahead else {}))
     return SingleRun(config, run_id, student, teacher, objective, source, device, ctx, use_graph, env, log)
 
 
 def train_steps(config: RunConfig, results: Path, progress: bool, restart: bool, log, device: torch.device,
                 ctx: Dist = Dist(), graph: bool | None = None, channels_last: bool | None = None,
-                concurrent: int = 1, compile: bool = False):
+                concurrent: int = 1, compile: bool = False, teacher_ahead: bool = False):
     """``train``'s work as a generator on a resolved device: yields ``STEP`` after every SGD step and ``EPOCH``
     after every recorded epoch, returns the record. ``training.concurrent`` interleaves several of these, each on its
     own CUDA stream (``concurrent``: how many, noted in the records); ``train`` runs one to the end. All device work
@@ -252,7 +269,7 @@ def train_steps(config: RunConfig, results: Path, progress: bool, restart: bool,
         log(f"{run_id}: finished, test error {store.read_record(run_id)['test_error']:.2f}% (not retrained)")
         return store.read_record(run_id)
     run = build_run(config, run_id, teacher, store, restart, log, device, ctx, graph, channels_last, concurrent,
-                    compile)
+                    compile, teacher_ahead=teacher_ahead)
     start_epoch = 0
     checkpoint = store.load_checkpoint(run_id)  # CorruptCheckpointError is reported to the caller, never ignored
     if checkpoint is not None:

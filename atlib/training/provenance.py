@@ -74,7 +74,8 @@ def cpu_model() -> str:
     return f"{name} ({', '.join(extras) if extras else 'no AVX-512'})" if flags else name
 
 
-SEGMENT_KEYS = ("device_name", "threads", "torch", "commit", "precision", "channels_last", "cuda_graph", "compiled")
+SEGMENT_KEYS = ("device_name", "threads", "torch", "commit", "precision", "channels_last", "cuda_graph", "compiled",
+                "teacher_ahead")
 
 
 def segments(rows: list[dict]) -> list[dict]:
