@@ -349,8 +349,8 @@ def _lane(args: argparse.Namespace, settings) -> int:
     signal.signal(signal.SIGUSR1, deadline.request_stop)  # campaign stop --at-epoch-end: finish the epoch in flight
     if args.nice:
         os.nice(args.nice)
-        # the lanes share a session of their own, hence a scheduler autogroup (``background.start``): a process's
-        # nice value only ranks it within its group, so the group's nice is what makes the lanes yield to other work
+        # a lane leads its own session, hence its own scheduler autogroup: a process's nice value only ranks it
+        # within its group, so the group's nice is what makes the lane yield to other work on the machine
         with contextlib.suppress(OSError):
             Path("/proc/self/autogroup").write_text(f"{args.nice}\n")
     torch.set_num_threads(args.threads)
