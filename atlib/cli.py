@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "execution path, not part of a run's identity)")
     c.add_argument("--teacher-ahead", action=argparse.BooleanOptionalAction, default=None, help="start: each run "
                    "with a teacher computes the teacher's forward for the next batch on a second thread (the "
-                   "execution path, same numbers; default: on for CPU lanes, measured 1.4x for AT beside a student "
+                   "execution path, same numbers; default: on for CPU lanes, measured 1.16x for AT beside a student "
                    "lane)")
     c.add_argument("--stop", action="store_true", help="commit: stop the campaign first")
     c.add_argument("--at-epoch-end", action="store_true", help="stop, commit --stop: let each lane finish the epoch "
@@ -360,8 +360,8 @@ def _lane(args: argparse.Namespace, settings) -> int:
     settings = dataclasses.replace(settings, train=True, progress=False)
     on_cpu = settings.device == "cpu" or (settings.device == "auto" and not torch.cuda.is_available())
     channels_last = True if on_cpu else None  # NHWC: 1.2-1.3x on CPUs (atlib.paper.demo); the engine's own on GPUs
-    # the teacher one batch ahead on a second thread: AT 1.4x beside a student lane, 1.8x alone, the student lane
-    # 0.7x (results/benchmarks/cpu-lanes-2026-12-08.txt); not with --compile (torch.compile is not thread-safe)
+    # the teacher one batch ahead on a second thread: in the lanes (a session each) AT 1.16x beside a student lane,
+    # the student unchanged (docs/performance.md#the-teacher-one-batch-ahead); not with --compile (not thread-safe)
     teacher_ahead = on_cpu and not args.compile if args.teacher_ahead is None else args.teacher_ahead and on_cpu
     work(settings, name=args.name, configs=campaign.value_order(settings), until=args.until,
          channels_last=channels_last, compile=args.compile, teacher_ahead=teacher_ahead)
