@@ -14,15 +14,19 @@ from atlib.training.devices import TrainingError
 from atlib.training.steps import StepRunner
 from atlib.training.store import RunStore
 from atlib.training.teacher_ahead import TeacherAhead
-from test_shared_batches import assert_same_runs, tiny
+from test_shared_batches import assert_same_runs, teacher, tiny  # noqa: F401 (teacher: a module-scoped fixture)
 
 
-@pytest.fixture(scope="module")
-def teacher(tmp_path_factory):
-    root = tmp_path_factory.mktemp("teacher")
-    record = engine.train(tiny(student="wrn-10-2", epochs=1, lr_milestones=[]), results=root, progress=False,
-                          log=None)
-    return str(root / "runs" / record["run_id"] / "weights.pt")
+def teacher_forward_threads(monkeypatch) -> list[str]:
+    """The name of the thread of every teacher forward made through a ``TeacherAhead`` from now on (the list fills)."""
+    threads, original = [], engine.TeacherAhead.__init__
+
+    def spying_init(self, model, context=None):
+        original(self, model, context)
+        model.register_forward_pre_hook(lambda module, args: threads.append(threading.current_thread().name))
+
+    monkeypatch.setattr(engine.TeacherAhead, "__init__", spying_init)
+    return threads
 
 
 @pytest.mark.parametrize("method, precision", [("at", "fp32"), ("kd", "fp32"), ("at+kd", "fp32"), ("at", "bf16")])
@@ -40,14 +44,7 @@ def test_teacher_ahead_gives_the_plain_path_s_numbers_bit_for_bit(tmp_path, teac
 
 def test_the_teacher_s_forward_runs_on_the_second_thread(tmp_path, teacher, monkeypatch):
     """Every forward of the teacher during training happens on the worker thread, none on the training thread."""
-    threads = []
-    original = engine.TeacherAhead.__init__
-
-    def spying_init(self, model, context=None):
-        original(self, model, context)
-        model.register_forward_pre_hook(lambda module, args: threads.append(threading.current_thread().name))
-
-    monkeypatch.setattr(engine.TeacherAhead, "__init__", spying_init)
+    threads = teacher_forward_threads(monkeypatch)
     engine.train(tiny("at", teacher), results=tmp_path, progress=False, log=None, teacher_ahead=True)
     assert len(threads) == 3 * 3  # 3 epochs of 192 images in batches of 64
     assert all(name.startswith("teacher-ahead") for name in threads), threads
@@ -63,14 +60,7 @@ def test_without_teacher_outputs_nothing_moves(tmp_path, teacher):
 
 def test_before_a_delayed_term_starts_no_teacher_pass_is_made(tmp_path, teacher, monkeypatch):
     """AT from epoch 3 on (the ImageNet schedule's kind): the teacher runs only in the epochs that use it."""
-    calls = []
-    original = engine.TeacherAhead.__init__
-
-    def spying_init(self, model, context=None):
-        original(self, model, context)
-        model.register_forward_pre_hook(lambda module, args: calls.append(threading.current_thread().name))
-
-    monkeypatch.setattr(engine.TeacherAhead, "__init__", spying_init)
+    calls = teacher_forward_threads(monkeypatch)
     terms = {"ce": {}, "at": {"beta": 1000, "p": 2, "start_epoch": 2}}
     engine.train(tiny("at", teacher, terms=terms), results=tmp_path, progress=False, log=None, teacher_ahead=True)
     assert len(calls) == 3  # epoch 3 of 3 only
